@@ -1,0 +1,5 @@
+import sys
+
+from grunet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Checkpoint files: weights + model config + training metadata, verified on load.
+
+The file's sha256 is the model's identity in every output's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from grunet.atomic import atomic_output
+from grunet.errors import CheckpointError
+from grunet.model import GRUUNet, GRUUNetConfig
+
+FORMAT = "grunet-checkpoint"
+FORMAT_VERSION = 1
+SHIPPED_MODEL = Path(__file__).parent / "weights" / "small_dsb2018.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: build the network with :meth:`build_model`."""
+
+    config: GRUUNetConfig
+    state_dict: dict
+    metadata: dict = field(default_factory=dict)  # training data, epochs, metrics, normalisation
+    sha256: str = ""
+    path: Path | None = None
+
+    def build_model(self) -> GRUUNet:
+        """The network with these weights, in eval mode on the CPU."""
+        model = GRUUNet(self.config)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[:2]
+            raise CheckpointError(
+                f"{self.path}: weights do not fit the stored model config ({' '.join(first)})"
+            ) from None
+        return model.eval()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path, model: GRUUNet, metadata: dict | None = None, *, overwrite: bool = True
+) -> str:
+    """Write ``model`` (weights + config) and ``metadata`` atomically; return the file's sha256.
+
+    Example:
+        >>> save_checkpoint("model.pt", GRUUNet(SMALL), {"epochs": 0})  # doctest: +SKIP
+    """
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata or {},
+    }
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return file_sha256(path)
+
+
+def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
+    """Read and verify a checkpoint; ``None`` loads the small demo model shipped in the package.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, truncated, or not a grunet checkpoint.
+    """
+    path = SHIPPED_MODEL if path is None else Path(path)
+    if not path.is_file():
+        where = "no such file" if not path.exists() else "not a file"
+        raise CheckpointError(f"{path}: cannot load checkpoint ({where})")
+    data = path.read_bytes()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable grunet checkpoint (corrupt or truncated: {reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a grunet checkpoint (no '{FORMAT}' header)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {payload['format_version']} is newer than this grunet "
+            f"understands ({FORMAT_VERSION}); upgrade grunet"
+        )
+    try:
+        config = GRUUNetConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint ({err})") from None
+    checkpoint = Checkpoint(
+        config=config,
+        state_dict=payload["state_dict"],
+        metadata=payload.get("metadata", {}),
+        sha256=hashlib.sha256(data).hexdigest(),
+        path=path,
+    )
+    checkpoint.build_model()  # reject mismatching weights now, with the file named
+    return checkpoint

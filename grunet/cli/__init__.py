@@ -1,0 +1,63 @@
+"""The ``grunet`` command: one subcommand per stage, each a thin call into the package.
+
+Each subcommand lives in its own module ``grunet/cli/<name>.py`` exposing
+``add_parser(subparsers) -> argparse.ArgumentParser`` (which sets ``func=run``) and
+``run(args) -> int``. Errors a user can act on (:class:`grunet.errors.GrunetError`) are printed as
+one line on stderr with exit code 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from grunet import __version__
+from grunet.errors import GrunetError
+
+SUBCOMMANDS = (
+    "run",
+    "check",
+    "convert",
+    "train",
+    "predict",
+    "segment",
+    "measure",
+    "count",
+    "evaluate",
+    "report",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grunet", description="Segment, measure and count cells with GRUU-Net."
+    )
+    parser.add_argument("--version", action="version", version=f"grunet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"grunet.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"grunet.cli.{name}":
+                raise
+            continue  # stage not built yet
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``grunet`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GrunetError as err:
+        print(f"grunet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grunet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
