@@ -69,7 +69,7 @@ PAPER = GRUUNetConfig()
 SMALL = GRUUNetConfig(
     encoder_widths=(16, 32, 64, 96, 96),
     decoder_widths=(64, 32, 16, 16),
-    hidden=16,
+    hidden=12,
     dense_layers=2,
     growth=12,
 )
