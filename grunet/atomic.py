@@ -58,6 +58,7 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     path = Path(path)
     check_output_free(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(path)
     tmp = temporary_sibling(path)
     try:
         yield tmp
@@ -73,6 +74,36 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(path: str | Path) -> list[Path]:
+    """Delete temporary siblings of ``path`` left by runs that died (their pid is gone).
+
+    Temporaries of live processes (a concurrent job) are left alone.
+    """
+    path = Path(path)
+    prefix = f".{path.name}{TMP_MARK}"
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        pid_text = candidate.name[len(prefix) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            remove_path(candidate)
+            removed.append(candidate)
+    return removed
 
 
 def stale_temporaries(directory: str | Path) -> list[Path]:
