@@ -1,0 +1,263 @@
+"""Configuration and sample-sheet validation, and the input functions of every rule.
+
+Nothing here computes results: it checks the configuration at start-up (so a typo or a missing
+file fails before any job runs, naming the key or the sample-sheet row) and tells each rule which
+files it reads and which options it passes to the `grunet` command.
+"""
+
+import os
+import re
+import shlex
+
+import jsonschema
+import pandas as pd
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# Sample-sheet columns with a meaning; every other column is free metadata (well, condition, ...).
+SHEET_COLUMNS = ("sample", "path", "annotation", "axes", "channel_names", "pixel_size")
+# Metadata may not shadow the columns grunet itself writes into tables and counts.
+RESERVED_METADATA = ("t", "c", "z", "label", "n_cells", "source")
+DEMO_PREFIX = "demo:"
+
+
+def schema_problem(err):
+    """One line naming the offending key for a snakemake.utils.validate failure."""
+    cause = next(
+        (a for a in err.args if isinstance(a, jsonschema.ValidationError)), None
+    )
+    if cause is None:
+        return str(err).strip().splitlines()[0]
+    key = ".".join(str(p) for p in cause.absolute_path)
+    if cause.validator == "additionalProperties":
+        known = sorted(cause.schema.get("properties", {}))
+        unknown = sorted(set(cause.instance) - set(known))
+        where = f"{key}." if key else ""
+        names = ", ".join(f"'{where}{u}'" for u in unknown)
+        return f"unknown key {names} (known keys{' of ' + repr(key) if key else ''}: {', '.join(known)})"
+    return f"key '{key}': {cause.message}"
+
+
+def validate_config():
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+    except WorkflowError as err:
+        raise WorkflowError(f"invalid config: {schema_problem(err)}") from None
+
+
+def demo_problem(path):
+    """Why a demo:<name> input cannot be read, or None (grunet resolves the name)."""
+    try:
+        from grunet.io import read_image
+    except ImportError:
+        return None  # grunet lives only in the jobs' conda env: the convert job will check it
+    try:
+        read_image(path)
+    except Exception as err:  # any failure to resolve the name is a sample-sheet error
+        return (
+            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        )
+    return None
+
+
+def input_problem(path):
+    """Why a sample-sheet path cannot be used, or None."""
+    if path.startswith(DEMO_PREFIX):
+        return demo_problem(path)
+    if not os.path.exists(path):
+        return f"'{path}' does not exist (paths are relative to {os.getcwd()})"
+    return None
+
+
+def load_samples(sheet):
+    """Read and check the sample sheet; fail naming the row and column of the first problem."""
+    if not os.path.isfile(sheet):
+        raise WorkflowError(
+            f"config key 'samples': sample sheet '{sheet}' does not exist"
+        )
+    table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("sample", "path") if c not in table.columns]
+    if missing:
+        raise WorkflowError(
+            f"{sheet}: missing column(s) {', '.join(missing)} (the header needs sample and path)"
+        )
+    reserved = [c for c in table.columns if c in RESERVED_METADATA]
+    if reserved:
+        raise WorkflowError(
+            f"{sheet}: column(s) {', '.join(reserved)} are reserved for grunet's own table columns"
+        )
+    rows = []
+    for number, record in enumerate(table.to_dict("records"), start=1):
+        record = {key: str(value).strip() for key, value in record.items()}
+        where = f"{sheet} row {number} (sample '{record.get('sample', '')}')"
+        try:
+            validate(record, "../schemas/samples.schema.yaml")
+        except WorkflowError as err:
+            raise WorkflowError(f"{where}: {schema_problem(err)}") from None
+        for column in ("path", "annotation"):
+            if record[column]:
+                problem = input_problem(record[column])
+                if problem:
+                    raise WorkflowError(f"{where}: column '{column}': {problem}")
+        rows.append(record)
+    if not rows:
+        raise WorkflowError(f"{sheet}: no samples (one row per image is needed)")
+    samples = pd.DataFrame(rows).set_index("sample", drop=False)
+    duplicated = samples.index[samples.index.duplicated()].unique().tolist()
+    if duplicated:
+        raise WorkflowError(
+            f"{sheet}: duplicate sample name(s) {', '.join(duplicated)}"
+        )
+    return samples
+
+
+validate_config()
+SAMPLES = load_samples(config["samples"])
+METADATA = [c for c in SAMPLES.columns if c not in SHEET_COLUMNS]
+TRAIN = config["train"]["enabled"]
+
+
+def training_samples():
+    """Samples whose annotations train the model (train.samples, else every annotated one)."""
+    names = config["train"]["samples"] or [
+        s for s in SAMPLES.index if SAMPLES.loc[s, "annotation"]
+    ]
+    for name in names:
+        if name not in SAMPLES.index:
+            raise WorkflowError(f"config key 'train.samples': unknown sample '{name}'")
+        if not SAMPLES.loc[name, "annotation"]:
+            raise WorkflowError(
+                f"config key 'train.samples': sample '{name}' has no annotation in {config['samples']}"
+            )
+    if TRAIN and not names:
+        raise WorkflowError(
+            "config key 'train.enabled': no sample in the sample sheet has an annotation to train on"
+        )
+    return names
+
+
+TRAIN_SAMPLES = training_samples() if TRAIN else []
+
+
+def shipped_model():
+    """Path of the demo checkpoint shipped inside the grunet package."""
+    try:
+        from grunet.checkpoint import SHIPPED_MODEL
+    except ImportError:  # grunet only in the jobs' env: use the checkout's copy
+        return os.path.join(workflow.basedir, "grunet", "weights", "small_dsb2018.pt")
+    return str(SHIPPED_MODEL)
+
+
+def check_model():
+    if TRAIN:
+        return "results/train/best.pt"
+    model = config["model"] or shipped_model()
+    if not os.path.isfile(model):
+        key = "config key 'model'" if config["model"] else "shipped model"
+        raise WorkflowError(f"{key}: checkpoint '{model}' does not exist")
+    return model
+
+
+MODEL = check_model()
+
+
+def option(flag, value):
+    """'--flag value' (shell-quoted), or '' when value is None or empty."""
+    if value is None or value == "":
+        return ""
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def local_inputs(paths):
+    """The paths that are files or folders (demo: names are resolved by grunet, not Snakemake)."""
+    return [p for p in paths if p and not p.startswith(DEMO_PREFIX)]
+
+
+# ----------------------------------------------------------------------------- input functions
+
+
+def get_raw_image(wildcards):
+    return local_inputs([SAMPLES.loc[wildcards.sample, "path"]])
+
+
+def get_convert_options(wildcards):
+    row = SAMPLES.loc[wildcards.sample]
+    defaults = config["convert"]
+    return " ".join(
+        o
+        for o in (
+            option("--axes", row["axes"] or defaults["axes"]),
+            option(
+                "--channel-names", row["channel_names"] or defaults["channel_names"]
+            ),
+            option("--pixel-size", row["pixel_size"] or defaults["pixel_size"]),
+        )
+        if o
+    )
+
+
+def get_source(wildcards):
+    return shlex.quote(SAMPLES.loc[wildcards.sample, "path"])
+
+
+def get_train_images(wildcards):
+    return expand("results/images/{sample}.ome.zarr", sample=TRAIN_SAMPLES)
+
+
+def get_train_annotations(wildcards):
+    return local_inputs([SAMPLES.loc[s, "annotation"] for s in TRAIN_SAMPLES])
+
+
+def get_train_labels_option(wildcards):
+    return " ".join(shlex.quote(SAMPLES.loc[s, "annotation"]) for s in TRAIN_SAMPLES)
+
+
+def get_model(wildcards):
+    return MODEL
+
+
+def get_predict_options(wildcards):
+    p = config["predict"]
+    return " ".join(
+        o
+        for o in (
+            option("--tile", p["tile"]),
+            option("--halo", p["halo"]),
+            option("--batch-size", p["batch_size"]),
+            option("--device", p["device"]),
+        )
+        if o
+    )
+
+
+def get_segment_options(wildcards):
+    return option("--min-size", config["segment"]["min_size"])
+
+
+def get_meta_options(wildcards):
+    row = SAMPLES.loc[wildcards.sample]
+    if not METADATA:
+        return ""
+    return "--meta " + " ".join(shlex.quote(f"{key}={row[key]}") for key in METADATA)
+
+
+def get_train_dir_option(wildcards):
+    return "--train-dir results/train" if TRAIN else ""
+
+
+def get_train_outputs(wildcards):
+    return ["results/train/log.csv", "results/train/val_metrics.json"] if TRAIN else []
+
+
+def get_config_files(wildcards):
+    return [f for f in workflow.configfiles if os.path.isfile(f)] + [config["samples"]]
+
+
+def all_outputs():
+    return [
+        "results/counts.csv",
+        "results/report.html",
+        *expand("results/cells/{sample}.parquet", sample=SAMPLES.index),
+        *expand("results/segment/{sample}.json", sample=SAMPLES.index),
+    ]
