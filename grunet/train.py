@@ -1,0 +1,645 @@
+"""Train GRUU-Net on annotated images: patch dataset, augmentation, loss, loop, checkpoints.
+
+Outputs of :func:`train` in ``out_dir``:
+- ``best.pt``: weights of the epoch with the best validation instance F1@IoU0.5 (plain
+  :func:`grunet.checkpoint.save_checkpoint` file with metrics and segmentation thresholds),
+- ``last.pt``: the latest epoch; its metadata's ``"resume"`` entry holds optimizer, scheduler,
+  RNG states and history, so ``resume=True`` continues exactly where a stopped run ended,
+- ``log.csv`` (one row per epoch), ``curves.png``, ``val_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from grunet.checkpoint import load_checkpoint, save_checkpoint
+from grunet.errors import ConfigError, InputError
+from grunet.evaluate import image_counts, jsonable, summarize
+from grunet.model import GRUUNet, preset
+from grunet.preprocess import DEFAULT_PERCENTILES, normalize, percentile_range, targets_from_labels
+from grunet.runtime import autocast, autocast_dtype, select_device
+from grunet.segment import instances_from_probabilities
+
+DEFAULTS: dict = {
+    "model": {"preset": "small"},  # preset name; other keys override preset fields
+    "data": {
+        "root": None,  # folder with images/, labels/, manifest.csv (column `split`)
+        "train_split": "train",
+        "val_split": "val",
+        "limit_train": None,  # use only the first N training images (demo/tests)
+        "limit_val": None,
+        "crop_val": None,  # crop val images to at most N x N (demo/tests)
+        "val_fraction": 0.2,  # held-out share when images are given explicitly
+        "files": None,  # set by --images/--labels (recorded for provenance)
+        "percentiles": list(DEFAULT_PERCENTILES),
+        "boundary_width": 2,
+    },
+    "patch_size": 256,
+    "batch_size": 4,
+    "epochs": 20,
+    "steps_per_epoch": 100,
+    "lr": 2e-3,
+    "min_lr_fraction": 0.01,  # cosine decays to lr * this at the last step
+    "weight_decay": 1e-4,
+    "warmup_steps": 100,
+    "grad_clip": 1.0,
+    "loss": {"name": "wce", "class_weights": [1.0, 1.0, 2.0], "gamma": 2.0},
+    "foreground_bias": 0.7,  # share of patches centred on a foreground pixel
+    "augment": {
+        "flip": True,
+        "rot90": True,
+        "scale": [0.7, 1.3],  # intensity multiplier range
+        "shift": [-0.1, 0.1],  # intensity offset range
+        "gamma": [0.7, 1.4],
+        "noise": 0.03,  # max std of additive Gaussian noise
+        "p_intensity": 0.8,
+    },
+    "amp": True,
+    "channels_last": True,
+    "seed": 0,
+    "threads": None,  # torch.set_num_threads; None leaves torch's default
+    "segmentation": {"seed_threshold": 0.5, "foreground_threshold": 0.5},
+    "tune_thresholds": False,  # grid-search the segmentation thresholds on the train split
+}
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
+    """Training config from a YAML file merged over :data:`DEFAULTS` (unknown keys are errors)."""
+    import yaml
+
+    user: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "config file not found")
+        try:
+            user = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise InputError(path, f"not valid YAML ({err})") from None
+        if not isinstance(user, dict):
+            raise InputError(path, "expected a mapping of config keys")
+    cfg = _merge(DEFAULTS, {**user, **(overrides or {})}, "")
+    root = cfg["data"]["root"]
+    if path is not None and root and not Path(root).is_absolute():
+        beside = (path.parent / root).resolve()
+        cfg["data"]["root"] = str(beside if beside.exists() else Path(root).resolve())
+    return cfg
+
+
+def _merge(base: dict, user: dict, prefix: str) -> dict:
+    out = json.loads(json.dumps(base))
+    for key, value in user.items():
+        if key not in base:
+            raise ConfigError(f"unknown training config key {prefix}{key!r}")
+        if isinstance(base[key], dict) and key != "model":
+            if not isinstance(value, dict):
+                raise ConfigError(f"training config key {prefix}{key!r} must be a mapping")
+            out[key] = _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class Sample:
+    """One annotated 2D image in memory: normalised image, classes, instance labels."""
+
+    name: str
+    image: np.ndarray  # (Y, X) float32, normalised
+    targets: np.ndarray  # (Y, X) uint8 classes 0/1/2
+    labels: np.ndarray  # (Y, X) instance ids
+    foreground: np.ndarray = field(repr=False, default=None)  # (K,) flat indices of fg pixels
+
+
+def _read_2d(path: Path, what: str) -> list[np.ndarray]:
+    """2D planes of a TIFF or OME-Zarr image/labels file."""
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.suffix == ".zarr" or path.is_dir():
+        from grunet import io as gio
+
+        if what == "labels":
+            arr = np.asarray(gio.read_labels(path))[:, 0]  # (T, Z, Y, X)
+        else:
+            arr = np.asarray(gio.open_store(path).data)[:, 0]  # first channel
+        return list(arr.reshape(-1, *arr.shape[-2:]))
+    import tifffile
+
+    arr = np.asarray(tifffile.imread(path))
+    if arr.ndim == 2:
+        return [arr]
+    if what == "image" and arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return [arr[..., 0]]  # RGB(A) with identical channels
+    return list(arr.reshape(-1, *arr.shape[-2:]))
+
+
+def make_samples(
+    image_paths: Sequence[str | Path],
+    label_paths: Sequence[str | Path],
+    *,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    boundary_width: int = 2,
+    crop: int | None = None,
+) -> list[Sample]:
+    """Load image/label pairs into memory, normalised, with training targets."""
+    if len(image_paths) != len(label_paths):
+        raise InputError("--images/--labels", "need one label file per image")
+    samples = []
+    for ip, lp in zip(image_paths, label_paths):
+        ip, lp = Path(ip), Path(lp)
+        images, labels = _read_2d(ip, "image"), _read_2d(lp, "labels")
+        if len(images) != len(labels):
+            raise InputError(lp, f"{len(labels)} label planes for {len(images)} image planes")
+        for k, (img, lab) in enumerate(zip(images, labels)):
+            if img.shape != lab.shape:
+                raise InputError(lp, f"labels {lab.shape} differ from image {img.shape}")
+            if crop:
+                img, lab = img[:crop, :crop], lab[:crop, :crop]
+            lo, hi = percentile_range(img, tuple(percentiles))
+            name = ip.name.split(".")[0] + (f"[{k}]" if len(images) > 1 else "")
+            lab = np.asarray(lab).astype(np.int32)
+            samples.append(
+                Sample(
+                    name=name,
+                    image=normalize(img, lo, hi),
+                    targets=targets_from_labels(lab, boundary_width),
+                    labels=lab,
+                    foreground=np.flatnonzero(lab),
+                )
+            )
+    return samples
+
+
+def dataset_paths(cfg: dict, split: str) -> tuple[list[Path], list[Path]]:
+    """Image and label paths of one split of a ``data.root`` dataset (manifest.csv)."""
+    import pandas as pd
+
+    root = Path(cfg["data"]["root"])
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        raise InputError(manifest, "dataset manifest not found (data.root)")
+    table = pd.read_csv(manifest)
+    ids = sorted(table.loc[table["split"] == split, "id"].astype(str))
+    limit = cfg["data"]["limit_train" if split == cfg["data"]["train_split"] else "limit_val"]
+    if limit:
+        ids = ids[: int(limit)]
+    if not ids:
+        raise ConfigError(f"data.root: no images of split {split!r} in {manifest}")
+    return [root / "images" / f"{i}.tif" for i in ids], [root / "labels" / f"{i}.tif" for i in ids]
+
+
+class PatchSampler:
+    """Random augmented patches, a share of them centred on foreground pixels."""
+
+    def __init__(self, samples: list[Sample], cfg: dict, rng: np.random.Generator):
+        self.samples, self.cfg, self.rng = samples, cfg, rng
+        self.size = int(cfg["patch_size"])
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.patch() for _ in range(n)]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])  # (B, 1, P, P)
+        y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))  # (B, P, P)
+        return x, y
+
+    def patch(self) -> tuple[np.ndarray, np.ndarray]:
+        rng, s = self.rng, self.size
+        sample = self.samples[rng.integers(len(self.samples))]
+        image, targets = sample.image, sample.targets
+        h, w = image.shape
+        if h < s or w < s:
+            ph, pw = max(s - h, 0), max(s - w, 0)
+            image = np.pad(image, ((0, ph), (0, pw)), mode="reflect")
+            targets = np.pad(targets, ((0, ph), (0, pw)), mode="reflect")
+            h, w = image.shape
+        if sample.foreground.size and rng.random() < self.cfg["foreground_bias"]:
+            cy, cx = divmod(int(sample.foreground[rng.integers(sample.foreground.size)]), w)
+            y0 = int(np.clip(cy - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, h - s))
+            x0 = int(np.clip(cx - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, w - s))
+        else:
+            y0, x0 = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
+        img = image[y0 : y0 + s, x0 : x0 + s]
+        tgt = targets[y0 : y0 + s, x0 : x0 + s]
+        return self.augment(img, tgt)
+
+    def augment(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, rng = self.cfg["augment"], self.rng
+        if a["flip"] and rng.random() < 0.5:
+            img, tgt = img[:, ::-1], tgt[:, ::-1]
+        if a["rot90"]:
+            k = int(rng.integers(4))
+            img, tgt = np.rot90(img, k), np.rot90(tgt, k)
+        img = np.ascontiguousarray(img, dtype=np.float32)
+        if rng.random() < a["p_intensity"]:
+            gamma = float(np.exp(rng.uniform(*np.log(a["gamma"]))))
+            img = np.clip(img, 0.0, None) ** gamma
+            img = img * rng.uniform(*a["scale"]) + rng.uniform(*a["shift"])
+            if a["noise"]:
+                img = img + rng.normal(0.0, rng.uniform(0, a["noise"]), img.shape)
+        return img.astype(np.float32), np.ascontiguousarray(tgt)
+
+
+# --------------------------------------------------------------------------------------- loss
+def class_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor):
+    """Cross-entropy with per-class weights (normalised weighted mean over pixels)."""
+    return F.cross_entropy(logits, target, weight=weights)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, gamma: float):
+    """Multi-class focal loss (Lin et al. 2017) with per-class weights alpha."""
+    logp = F.log_softmax(logits, dim=1).gather(1, target[:, None])[:, 0]  # (B, H, W)
+    alpha = weights[target]
+    loss = -alpha * (1.0 - logp.exp()).pow(gamma) * logp
+    return loss.sum() / alpha.sum()
+
+
+def make_loss(cfg: dict):
+    """The loss function named by ``cfg["loss"]["name"]`` ("wce" or "focal")."""
+    spec = cfg["loss"]
+    weights = torch.tensor(spec["class_weights"], dtype=torch.float32)
+    if spec["name"] == "wce":
+        return lambda logits, target: class_weighted_ce(logits, target, weights)
+    if spec["name"] == "focal":
+        gamma = float(spec["gamma"])
+        return lambda logits, target: focal_loss(logits, target, weights, gamma)
+    raise ConfigError(f"loss.name: unknown loss {spec['name']!r}; choose 'wce' or 'focal'")
+
+
+def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``floor`` at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# -------------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def predict_probabilities(
+    model: GRUUNet, image: np.ndarray, device: torch.device, amp: bool = True
+) -> np.ndarray:
+    """Softmax class probabilities (3, Y, X) float32 of one whole normalised 2D image."""
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp):
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
+def segment_samples(probs: list[np.ndarray], samples: list[Sample], thresholds: dict) -> list[dict]:
+    """Counts (see :func:`grunet.evaluate.image_counts`) of each sample's segmentation."""
+    return [
+        image_counts(s.labels, instances_from_probabilities(p, **thresholds))
+        for p, s in zip(probs, samples)
+    ]
+
+
+def tune_thresholds(
+    probs: list[np.ndarray],
+    samples: list[Sample],
+    seeds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    foregrounds: Sequence[float] = (0.3, 0.4, 0.5, 0.6),
+) -> tuple[dict, float]:
+    """Grid search of the segmentation thresholds by pooled F1@IoU0.5 (use training images)."""
+    best, best_f1 = {"seed_threshold": 0.5, "foreground_threshold": 0.5}, -1.0
+    for st in seeds:
+        for ft in foregrounds:
+            th = {"seed_threshold": float(st), "foreground_threshold": float(ft)}
+            f1 = summarize(segment_samples(probs, samples, th))["f1_50"]
+            if f1 > best_f1 + 1e-9:
+                best, best_f1 = th, f1
+    return best, best_f1
+
+
+# ------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """The training loop: one epoch = ``steps_per_epoch`` steps, then validation and checkpoints."""
+
+    def __init__(self, cfg: dict, train: list[Sample], val: list[Sample], out_dir: Path, device):
+        self.cfg, self.train_samples, self.val_samples = cfg, train, val
+        self.out_dir, self.device = out_dir, device
+        torch.manual_seed(cfg["seed"])
+        model_cfg = dict(cfg["model"])
+        self.model = GRUUNet(preset(model_cfg.pop("preset", "small"), **model_cfg)).to(device)
+        if cfg["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+        )
+        self.total_steps = cfg["epochs"] * cfg["steps_per_epoch"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, cfg["warmup_steps"], self.total_steps, cfg["min_lr_fraction"]),
+        )
+        self.loss_fn = make_loss(cfg)
+        self.rng = np.random.default_rng(cfg["seed"])
+        self.sampler = PatchSampler(train, cfg, self.rng)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.best = {"f1_50": -1.0, "epoch": 0}
+        self.thresholds = dict(cfg["segmentation"])
+
+    # ---- steps
+    def train_step(self) -> float:
+        self.model.train()
+        x, y = self.sampler.batch(self.cfg["batch_size"])
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device)
+        with autocast(self.device, self.cfg["amp"]):
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def validate(self) -> tuple[dict, float, list[np.ndarray]]:
+        probs, losses = [], []
+        for s in self.val_samples:
+            p = predict_probabilities(self.model, s.image, self.device, self.cfg["amp"])
+            probs.append(p)
+            logp = torch.from_numpy(np.log(np.clip(p, 1e-7, 1.0)))[None]
+            target = torch.from_numpy(s.targets.astype(np.int64))[None]
+            losses.append(float(self.loss_fn(logp, target)))
+        metrics = summarize(segment_samples(probs, self.val_samples, self.thresholds))
+        return metrics, float(np.mean(losses)), probs
+
+    # ---- epochs
+    def run_epoch(self) -> dict:
+        start = time.time()
+        steps = self.cfg["steps_per_epoch"]
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {self.epoch + 1}/{self.cfg['epochs']}",
+            file=sys.stderr,
+            leave=False,
+            mininterval=5,
+        )
+        losses = []
+        for _ in bar:
+            losses.append(self.train_step())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        train_time = time.time() - start
+        metrics, val_loss, _ = self.validate()
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "step": self.epoch * steps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "val_f1_50": metrics["f1_50"],
+            "val_ap50": metrics["ap50"],
+            "val_f1_75": metrics["thresholds"][0.75]["f1"],
+            "val_seg": metrics["seg"],
+            "train_seconds": round(train_time, 1),
+            "val_seconds": round(time.time() - start - train_time, 1),
+        }
+        self.history.append(row)
+        improved = metrics["f1_50"] > self.best["f1_50"]
+        if improved:
+            self.best = {"f1_50": metrics["f1_50"], "epoch": self.epoch, "metrics": metrics}
+        self.save(improved)
+        text = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        tqdm.write(" ".join(text), file=sys.stderr)
+        return row
+
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train until ``epochs`` (or ``stop_after`` more epochs, to simulate a stopped run)."""
+        done = 0
+        while self.epoch < self.cfg["epochs"]:
+            if stop_after is not None and done >= stop_after:
+                return self.best
+            self.run_epoch()
+            done += 1
+        if self.cfg["tune_thresholds"] and not (self.out_dir / "val_metrics.json").exists():
+            self.finish_with_tuning()
+        elif not (self.out_dir / "val_metrics.json").exists():
+            self.write_val_metrics(self.best.get("metrics", {}), self.thresholds)
+        return self.best
+
+    # ---- outputs
+    def metadata(self) -> dict:
+        return {
+            "grunet_train": True,
+            "preset": self.cfg["model"].get("preset", "small"),
+            "epoch": self.epoch,
+            "epochs": self.cfg["epochs"],
+            "steps": self.epoch * self.cfg["steps_per_epoch"],
+            "loss": self.cfg["loss"]["name"],
+            "data": self.cfg["data"].get("root"),
+            "n_train_images": len(self.train_samples),
+            "n_val_images": len(self.val_samples),
+            "normalization": {"percentiles": list(self.cfg["data"]["percentiles"])},
+            "segmentation": dict(self.thresholds),
+            "config": self.cfg,
+        }
+
+    def save(self, improved: bool) -> None:
+        meta = self.metadata()
+        last = self.history[-1]
+        meta["val"] = {k: v for k, v in last.items() if k.startswith("val_")}
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", self.model, jsonable(meta))
+        meta["resume"] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "best": jsonable({k: v for k, v in self.best.items() if k != "metrics"}),
+            "best_metrics": json.dumps(jsonable(self.best.get("metrics", {}))),
+        }
+        save_checkpoint(self.out_dir / "last.pt", self.model, meta)
+        self.write_log()
+        plot_curves(self.history, self.out_dir / "curves.png")
+
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.out_dir / "last.pt")
+        state = ckpt.metadata.get("resume")
+        if state is None:
+            raise ConfigError(f"{self.out_dir / 'last.pt'}: no resume state in checkpoint")
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.history = list(state["history"])
+        self.epoch = int(ckpt.metadata["epoch"])
+        self.best = dict(state["best"])
+        self.best["metrics"] = _float_keys(json.loads(state["best_metrics"]))
+
+    def write_log(self) -> None:
+        path = self.out_dir / "log.csv"
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def write_val_metrics(self, metrics: dict, thresholds: dict, extra: dict | None = None) -> None:
+        out = {
+            "best_epoch": self.best.get("epoch"),
+            "segmentation": thresholds,
+            "val": metrics,
+            **(extra or {}),
+        }
+        (self.out_dir / "val_metrics.json").write_text(json.dumps(jsonable(out), indent=2))
+
+    def finish_with_tuning(self) -> None:
+        """Tune thresholds on the train split with best.pt, re-score val, update best.pt."""
+        ckpt = load_checkpoint(self.out_dir / "best.pt")
+        model = ckpt.build_model().to(self.device).to(memory_format=torch.channels_last)
+        probs = [
+            predict_probabilities(model, s.image, self.device, self.cfg["amp"])
+            for s in tqdm(self.train_samples, desc="tune thresholds", file=sys.stderr)
+        ]
+        tuned, train_f1 = tune_thresholds(probs, self.train_samples)
+        default_train = summarize(segment_samples(probs, self.train_samples, self.thresholds))
+        val_probs = [
+            predict_probabilities(model, s.image, self.device, self.cfg["amp"])
+            for s in self.val_samples
+        ]
+        val_tuned = summarize(segment_samples(val_probs, self.val_samples, tuned))
+        meta = dict(ckpt.metadata)
+        meta["segmentation"] = tuned
+        meta["val_default_thresholds"] = jsonable(self.best.get("metrics", {}))
+        meta["val_metrics"] = jsonable(val_tuned)
+        meta["train_f1_50"] = {"default_thresholds": default_train["f1_50"], "tuned": train_f1}
+        save_checkpoint(self.out_dir / "best.pt", model, meta)
+        self.write_val_metrics(
+            val_tuned,
+            tuned,
+            {
+                "val_default_thresholds": self.best.get("metrics", {}),
+                "default_thresholds": self.thresholds,
+                "train_f1_50": meta["train_f1_50"],
+            },
+        )
+
+
+def _float_keys(d):
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            try:
+                key = float(k) if "." in k else k
+            except (TypeError, ValueError):
+                key = k
+            out[key] = _float_keys(v)
+        return out
+    return d
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss, F1/SEG and learning-rate curves per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    axes[1].plot(epochs, [r["val_f1_50"] for r in history], label="F1@0.5")
+    axes[1].plot(epochs, [r["val_f1_75"] for r in history], label="F1@0.75")
+    axes[1].plot(epochs, [r["val_seg"] for r in history], label="SEG")
+    axes[1].set(xlabel="epoch", title="validation", ylim=(0, 1))
+    axes[2].plot(epochs, [r["lr"] for r in history])
+    axes[2].set(xlabel="epoch", title="learning rate (end of epoch)")
+    for ax in axes[:2]:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def train(
+    config: str | Path | dict | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    images: Sequence[str | Path] | None = None,
+    labels: Sequence[str | Path] | None = None,
+    device: str = "auto",
+    stop_after: int | None = None,
+) -> dict:
+    """Train a GRUU-Net from a config (YAML path or dict); write checkpoints, log and curves.
+
+    Args:
+        config: YAML path or dict of training options (see :data:`DEFAULTS`).
+        out_dir: output folder (best.pt, last.pt, log.csv, curves.png, val_metrics.json).
+        resume: continue from ``out_dir/last.pt`` exactly where it stopped.
+        images, labels: explicit training pairs (TIFF or OME-Zarr) instead of ``data.root``;
+            ``data.val_fraction`` of them (at least one) is held out for validation.
+        device: "auto", "cpu", "cuda" or "mps".
+        stop_after: stop after this many epochs of this call (to test resuming).
+
+    Returns:
+        The best epoch and its validation metrics.
+
+    Example:
+        >>> train("config/train_demo.yaml", "runs/demo")  # doctest: +SKIP
+    """
+    cfg = config if isinstance(config, dict) else load_config(config)
+    cfg = _merge(DEFAULTS, cfg, "")
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    out_dir = Path(out_dir)
+    if not resume and (out_dir / "last.pt").exists():
+        raise ConfigError(f"{out_dir}: holds a previous run (last.pt); use --resume or a new -o")
+    if resume and not (out_dir / "last.pt").exists():
+        raise ConfigError(f"{out_dir}: nothing to resume (no last.pt)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = select_device(device)
+    d = cfg["data"]
+    opts = {"percentiles": d["percentiles"], "boundary_width": d["boundary_width"]}
+    if images:
+        if not labels:
+            raise ConfigError("--labels: required with --images")
+        samples = make_samples(images, labels, **opts)
+        order = np.random.default_rng(cfg["seed"]).permutation(len(samples))
+        n_val = max(1, round(len(samples) * float(d["val_fraction"])))
+        if len(samples) < 2:
+            raise ConfigError("--images: need at least two image planes (train + val)")
+        val = [samples[i] for i in order[:n_val]]
+        train_set = [samples[i] for i in order[n_val:]]
+        cfg["data"]["root"] = None
+        cfg["data"]["files"] = {
+            "images": [str(p) for p in images],
+            "labels": [str(p) for p in labels],
+        }
+    else:
+        if not d["root"]:
+            raise ConfigError("data.root: set a dataset folder or pass --images/--labels")
+        train_set = make_samples(*dataset_paths(cfg, d["train_split"]), **opts)
+        val = make_samples(*dataset_paths(cfg, d["val_split"]), crop=d["crop_val"], **opts)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    trainer = Trainer(cfg, train_set, val, out_dir, dev)
+    if resume:
+        trainer.resume()
+    tqdm.write(
+        f"training on {dev} (autocast {autocast_dtype(dev) if cfg['amp'] else None}), "
+        f"{len(train_set)} train / {len(val)} val images, epoch {trainer.epoch}/{cfg['epochs']}",
+        file=sys.stderr,
+    )
+    return trainer.fit(stop_after=stop_after)
