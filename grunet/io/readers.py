@@ -1,0 +1,482 @@
+"""Lazy readers: TIFF / OME-TIFF / ImageJ hyperstacks, zarr / OME-Zarr, .npy, ``demo:<name>``.
+
+Every reader returns an :class:`ImageStack` whose dask array reads the file chunk by chunk
+(TIFF through tifffile's zarr interface), so a file larger than memory streams. Files are opened
+read-only. Anything a library raises while opening or reading becomes one :class:`InputError`
+naming the file.
+
+Axes: the file's own axes are used (OME-TIFF, ImageJ hyperstacks, OME-Zarr, zarr v3
+``dimension_names``). Axes a file leaves ambiguous (tifffile's ``Q``/``I`` series axes of a plain
+multi-page TIFF, a plain zarr/npy array) are assigned from the innermost outwards to Z, then C,
+then T: a 3D plain stack is read as ZYX, 4D as CZYX, 5D as TCZYX. Pass ``axes="TYX"`` (etc.) to
+say otherwise. RGB samples (``S``) become channels.
+
+Pixel sizes are micrometres (t: seconds), from OME metadata, ImageJ metadata (spacing, unit,
+frame interval), OME-Zarr scale transforms, or TIFF resolution tags in centimetres; otherwise
+unknown (None). Inch-based resolution tags (usually a 72 dpi default) are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from grunet.errors import InputError
+from grunet.io.stack import (
+    ImageStack,
+    check_dtype,
+    check_shape,
+    default_channel_names,
+    parse_axes,
+    to_tczyx,
+)
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".lsm", ".stk")
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+TARGET_YX = 1024
+MAX_CHUNK_BYTES = 64 * 2**20
+AMBIGUOUS_AXES = "QI"  # tifffile's generic series/sequence axes
+SUPPORTED = "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy"
+
+_LENGTH_UNITS_UM = {
+    "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "micrometre": 1.0, "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
+    "m": 1e6, "meter": 1e6, "metre": 1e6, "pm": 1e-6, "angstrom": 1e-4, "å": 1e-4,
+}  # fmt: skip
+_TIME_UNITS_S = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3,
+    "us": 1e-6, "µs": 1e-6, "microsecond": 1e-6, "min": 60.0, "minute": 60.0,
+    "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
+}  # fmt: skip
+
+
+def length_um(value: Any, unit: str | None = "um") -> float | None:
+    """A physical length in micrometres, or None when unknown/unusable."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    factor = _LENGTH_UNITS_UM.get((unit or "um").strip().lower())
+    if factor is None or not math.isfinite(value) or value <= 0:
+        return None
+    return value * factor
+
+
+def time_s(value: Any, unit: str | None = "s") -> float | None:
+    """A time interval in seconds, or None when unknown/unusable."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    factor = _TIME_UNITS_S.get((unit or "s").strip().lower())
+    if factor is None or not math.isfinite(value) or value <= 0:
+        return None
+    return value * factor
+
+
+class _GuardedArray:
+    """Array-like whose reads turn any library error into an InputError naming the file."""
+
+    def __init__(self, array: Any, path: str, keep: Any = None):
+        self.array = array
+        self.path = path
+        self.keep = keep  # e.g. the open TiffFile the array reads from
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.array[key])
+        except InputError:
+            raise
+        except Exception as err:
+            raise InputError(
+                self.path,
+                f"cannot read pixel data, the file may be truncated or corrupt "
+                f"({type(err).__name__}: {err})",
+            ) from None
+
+
+def _chunks_for(shape, native, axes: str, itemsize: int) -> tuple[int, ...]:
+    """Dask chunks: native chunks grown in Y/X to about TARGET_YX; one plane deep elsewhere."""
+    native = [max(1, int(c)) for c in native]
+    chunks = list(native)
+    for i, a in enumerate(axes):
+        if a in "YX":
+            chunks[i] = min(shape[i], native[i] * max(1, TARGET_YX // native[i]))
+        elif not (a == "C" and i == len(axes) - 1 and native[i] == shape[i]):
+            chunks[i] = 1  # interleaved samples (RGB) stay together, everything else one deep
+    if "Y" in axes:  # very wide strips: fewer rows per chunk
+        y = axes.index("Y")
+        while int(np.prod(chunks)) * itemsize > MAX_CHUNK_BYTES and chunks[y] > native[y]:
+            chunks[y] = max(native[y], (chunks[y] // 2) // native[y] * native[y])
+    return tuple(chunks)
+
+
+def _lazy(array: Any, axes: str, path: str, native=None, keep: Any = None) -> da.Array:
+    guarded = _GuardedArray(array, path, keep)
+    native = native or (1,) * (guarded.ndim - 2) + guarded.shape[-2:]
+    chunks = _chunks_for(guarded.shape, native, axes, guarded.dtype.itemsize)
+    try:
+        stat = os.stat(path)
+        token = tokenize(path, stat.st_mtime_ns, stat.st_size, guarded.shape, str(guarded.dtype))
+    except OSError:
+        token = tokenize(path, guarded.shape, str(guarded.dtype))
+    return da.from_array(
+        guarded,
+        chunks=chunks,
+        name=f"read-{token}-{tokenize(chunks)}",
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0,) * guarded.ndim, dtype=guarded.dtype),
+    )
+
+
+def _assign_ambiguous(axes: str) -> str:
+    """Replace ambiguous axes (Q, I) from the innermost outwards by Z, C, T (the unused ones)."""
+    free = [a for a in "ZCT" if a not in axes]
+    out = list(axes)
+    for i in reversed(range(len(out))):
+        if out[i] in AMBIGUOUS_AXES:
+            if not free:
+                raise ValueError(axes)
+            out[i] = free.pop(0)
+    return "".join(out)
+
+
+def _file_axes(axes: str, path: str) -> str:
+    """Map a reader's axes string (tifffile letters) to TCZYX letters."""
+    axes = axes.upper()
+    if "S" in axes:
+        if "C" in axes:
+            raise InputError(
+                path, f"has both channels (C) and samples (S) axes ({axes}); pass axes= explicitly"
+            )
+        axes = axes.replace("S", "C")
+    try:
+        axes = _assign_ambiguous(axes)
+    except ValueError:
+        raise InputError(path, f"cannot tell the axes {axes!r} apart; pass axes=") from None
+    unknown = sorted(set(axes) - set("TCZYX"))
+    if unknown:
+        raise InputError(
+            path,
+            f"axes {axes!r} include {''.join(unknown)!r}, which is not one of T, C, Z, Y, X; "
+            "pass axes= (e.g. --axes TZYX)",
+        )
+    return axes
+
+
+def _finish(
+    data: da.Array,
+    axes: str,
+    path: str,
+    pixel_sizes: dict | None = None,
+    channel_names: list[str] | None = None,
+    attrs: dict | None = None,
+) -> ImageStack:
+    data = to_tczyx(data, axes, path)
+    n_channels = data.shape[1]
+    if not channel_names or len(channel_names) != n_channels:
+        channel_names = default_channel_names(n_channels)
+    return ImageStack(
+        data=data,
+        pixel_sizes=pixel_sizes or {},
+        channel_names=list(channel_names),
+        source=path,
+        attrs=attrs or {},
+    )
+
+
+# --------------------------------------------------------------------------------------- TIFF
+def _check_tiff_complete(tif, series, path: str) -> None:
+    """Refuse a TIFF whose pixel data run past the end of the file (truncated download/copy)."""
+    size = os.path.getsize(path)
+    end = 0
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.size * series.dtype.itemsize
+    else:
+        for page in series.pages:
+            if page is None:
+                raise InputError(path, "TIFF is missing pages; the file may be truncated")
+            offsets, counts = page.dataoffsets, page.databytecounts
+            if len(offsets):
+                end = max(end, max(int(o) + int(c) for o, c in zip(offsets, counts)))
+    if end > size:
+        raise InputError(
+            path,
+            f"truncated TIFF: pixel data should end at byte {end} but the file has {size} bytes",
+        )
+
+
+def _ome_metadata(xml: str) -> tuple[dict, list[str]]:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
+    if pixels is None:
+        return {}, []
+    a = pixels.attrib
+    sizes = {
+        "x": length_um(a.get("PhysicalSizeX"), a.get("PhysicalSizeXUnit", "µm")),
+        "y": length_um(a.get("PhysicalSizeY"), a.get("PhysicalSizeYUnit", "µm")),
+        "z": length_um(a.get("PhysicalSizeZ"), a.get("PhysicalSizeZUnit", "µm")),
+        "t": time_s(a.get("TimeIncrement"), a.get("TimeIncrementUnit", "s")),
+    }
+    names = [
+        el.attrib.get("Name", f"ch{i}")
+        for i, el in enumerate(e for e in pixels if e.tag.endswith("}Channel"))
+    ]
+    return sizes, names
+
+
+def _resolution_um(page, unit: str | None = None) -> tuple[float | None, float | None]:
+    """(y, x) pixel sizes in micrometres from resolution tags, given a length unit."""
+    try:
+        xres, yres = page.get_resolution()
+    except Exception:
+        return None, None
+    if unit is None:
+        ru = page.tags.get("ResolutionUnit")
+        code = int(ru.value) if ru is not None else 2
+        if code != 3:  # only centimetres are trusted (inch is usually a 72 dpi default)
+            return None, None
+        unit = "cm"
+    y = length_um(1.0 / yres, unit) if yres else None
+    x = length_um(1.0 / xres, unit) if xres else None
+    return y, x
+
+
+def _tiff_metadata(tif, series) -> tuple[dict, list[str]]:
+    page = series.pages[0] if series.pages else tif.pages.first
+    if tif.is_ome and tif.ome_metadata:
+        sizes, names = _ome_metadata(tif.ome_metadata)
+        if sizes:
+            return sizes, names
+    if tif.is_imagej and tif.imagej_metadata is not None:
+        meta = tif.imagej_metadata
+        unit = meta.get("unit")
+        unit = "um" if unit in (None, "micron", "\\u00B5m") else unit
+        y, x = _resolution_um(page, unit) if unit not in ("pixel", "") else (None, None)
+        names = meta.get("Labels") if isinstance(meta.get("Labels"), list) else []
+        return {
+            "x": x,
+            "y": y,
+            "z": length_um(meta.get("spacing"), unit),
+            "t": time_s(meta.get("finterval"), meta.get("tunit", "s")),
+        }, []
+    y, x = _resolution_um(page)
+    return {"x": x, "y": y, "z": None, "t": None}, []
+
+
+def read_tiff(path: str, axes: str | None = None) -> ImageStack:
+    """Lazily read series 0 of a TIFF / OME-TIFF / ImageJ hyperstack (level 0 of a pyramid)."""
+    import tifffile
+    import zarr
+
+    try:
+        tif = tifffile.TiffFile(path)  # opened read-only ("rb")
+    except Exception as err:
+        raise InputError(path, f"not a readable TIFF file ({type(err).__name__}: {err})") from None
+    try:
+        if not tif.series:
+            raise InputError(path, "TIFF contains no image")
+        series = tif.series[0]
+        shape = tuple(int(n) for n in series.shape)
+        check_shape(shape, path)
+        check_dtype(series.dtype, path)
+        _check_tiff_complete(tif, series, path)
+        file_axes = parse_axes(axes, len(shape), path) if axes else _file_axes(series.axes, path)
+        pixel_sizes, names = _tiff_metadata(tif, series)
+        array = zarr.open(series.aszarr(level=0), mode="r")
+        if tuple(array.shape) != shape:  # squeezed series
+            array = _Reshaped(array, shape)
+        data = _lazy(array, file_axes, path, native=getattr(array, "chunks", None), keep=tif)
+    except InputError:
+        tif.close()
+        raise
+    except Exception as err:
+        tif.close()
+        raise InputError(path, f"cannot read TIFF ({type(err).__name__}: {err})") from None
+    return _finish(data, file_axes, path, pixel_sizes, names)
+
+
+class _Reshaped:
+    """View of an array with size-1 axes dropped (tifffile series are squeezed)."""
+
+    def __init__(self, array, shape):
+        self.array = array
+        self.shape = shape
+        self.dtype = array.dtype
+        self.keep = [i for i, n in enumerate(array.shape) if n != 1]
+        if len(self.keep) != len(shape):
+            raise ValueError(f"cannot map {array.shape} to {shape}")
+        self.chunks = tuple(array.chunks[i] for i in self.keep)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        full: list = [0] * len(self.array.shape)
+        for i, k in zip(self.keep, key):
+            full[i] = k
+        return np.asarray(self.array[tuple(full)])
+
+
+# --------------------------------------------------------------------------------------- zarr
+def is_zarr(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in ZARR_MARKERS)
+
+
+def read_ome_zarr(path: Path, group) -> ImageStack:
+    """An OME-Zarr image group (NGFF 0.4 or 0.5) as an ImageStack (highest resolution)."""
+    from grunet.io.store import ome_attrs
+
+    ome = ome_attrs(group)
+    try:
+        multiscale = ome["multiscales"][0]
+        dataset = multiscale["datasets"][0]
+        axes_meta = multiscale.get("axes") or list("tczyx"[-group[dataset["path"]].ndim :])
+        names = [a["name"] if isinstance(a, dict) else str(a) for a in axes_meta]
+        units = [a.get("unit") if isinstance(a, dict) else None for a in axes_meta]
+        array = group[dataset["path"]]
+        scale = next(
+            (t["scale"] for t in dataset.get("coordinateTransformations", []) if "scale" in t),
+            [1.0] * len(names),
+        )
+    except Exception as err:
+        raise InputError(path, f"invalid OME-Zarr metadata ({type(err).__name__}: {err})") from None
+    check_shape(tuple(array.shape), str(path))
+    check_dtype(array.dtype, str(path))
+    axes = "".join(n.upper() for n in names)
+    sizes: dict[str, float | None] = {}
+    for name, unit, value in zip(names, units, scale):
+        name = name.lower()
+        if name == "t":
+            sizes["t"] = time_s(value, unit) if unit else None
+        elif name in "zyx":
+            sizes[name] = length_um(value, unit) if unit else None
+    attrs = dict(group.attrs.get("grunet", {}))
+    channels = [c.get("label", "") for c in ome.get("omero", {}).get("channels", [])]
+    if attrs:
+        sizes = {**sizes, **(attrs.get("pixel_sizes") or {})}
+        channels = attrs.get("channel_names") or channels
+    data = _lazy(array, _file_axes(axes, str(path)), str(path), native=array.chunks)
+    return _finish(data, _file_axes(axes, str(path)), str(path), sizes, channels, attrs)
+
+
+def read_zarr(path: Path, axes: str | None = None) -> ImageStack:
+    """A zarr array, a group holding one array, or an OME-Zarr image."""
+    import zarr
+
+    from grunet.io.store import ome_attrs
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:
+        raise InputError(path, f"not a readable zarr store ({type(err).__name__}: {err})") from None
+    if isinstance(node, zarr.Group):
+        if "multiscales" in ome_attrs(node) and axes is None:
+            return read_ome_zarr(path, node)
+        arrays = list(node.array_keys())
+        if "multiscales" in ome_attrs(node):
+            arrays = [ome_attrs(node)["multiscales"][0]["datasets"][0]["path"]]
+        if len(arrays) != 1:
+            raise InputError(
+                path,
+                f"zarr group holds {len(arrays)} arrays {sorted(arrays)[:5]}; "
+                "give the path of the array itself",
+            )
+        node = node[arrays[0]]
+    shape = tuple(int(n) for n in node.shape)
+    check_shape(shape, str(path))
+    check_dtype(node.dtype, str(path))
+    if axes:
+        file_axes = parse_axes(axes, len(shape), str(path))
+    else:
+        dims = getattr(node.metadata, "dimension_names", None)
+        if dims and all(d and d.upper() in "TCZYX" for d in dims):
+            file_axes = _file_axes("".join(d.upper() for d in dims), str(path))
+        else:
+            file_axes = _file_axes("Q" * (len(shape) - 2) + "YX", str(path))
+    data = _lazy(node, file_axes, str(path), native=node.chunks)
+    return _finish(data, file_axes, str(path))
+
+
+# --------------------------------------------------------------------------------------- npy
+def read_npy(path: str, axes: str | None = None) -> ImageStack:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:
+        raise InputError(path, f"not a readable .npy file ({type(err).__name__}: {err})") from None
+    shape = tuple(int(n) for n in array.shape)
+    check_shape(shape, path)
+    check_dtype(array.dtype, path)
+    file_axes = (
+        parse_axes(axes, len(shape), path)
+        if axes
+        else _file_axes("Q" * (len(shape) - 2) + "YX", path)
+    )
+    return _finish(_lazy(array, file_axes, path), file_axes, path)
+
+
+# --------------------------------------------------------------------------------------- entry
+def read_image(path: str | Path, *, axes: str | None = None) -> ImageStack:
+    """Read any supported image lazily as a 5D (T, C, Z, Y, X) :class:`ImageStack`.
+
+    Supported: TIFF / multi-page TIFF / OME-TIFF / ImageJ hyperstacks (via tifffile's zarr
+    interface, so huge files stream), zarr arrays and OME-Zarr images, ``.npy``, and
+    ``demo:<name>`` (see :mod:`grunet.demo`). Nothing is loaded until the data are computed.
+
+    Args:
+        path: the input file or directory, or ``"demo:nuclei_timelapse"`` etc.
+        axes: the input's axes as letters of TCZYX (e.g. ``"TYX"``), overriding what the file
+            says or what is guessed (a plain 3D stack is read as ZYX).
+
+    Returns:
+        The image with its pixel sizes (um / s, None when unknown) and channel names.
+
+    Raises:
+        InputError: the path is missing, not an image, truncated/corrupt, of an unsupported
+            shape or pixel type; the message names the file.
+
+    Example:
+        >>> stack = read_image("demo:nuclei_3d")  # doctest: +SKIP
+        >>> stack.shape  # doctest: +SKIP
+        (1, 1, 60, 256, 256)
+    """
+    from grunet.demo import resolve_demo
+
+    path_str = str(path)
+    if path_str.startswith("demo:"):
+        demo_path, demo_axes = resolve_demo(path_str)
+        return read_image(demo_path, axes=axes or demo_axes)
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or directory")
+    if p.is_dir():
+        if is_zarr(p):
+            return read_zarr(p, axes)
+        raise InputError(
+            p, f"is a directory, not an image file or a zarr store (supported: {SUPPORTED})"
+        )
+    if not os.access(p, os.R_OK):
+        raise InputError(p, "permission denied (cannot read the file)")
+    if p.stat().st_size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    name = p.name.lower()
+    if name.endswith(".npy"):
+        return read_npy(str(p), axes)
+    try:
+        return read_tiff(str(p), axes)
+    except InputError as err:
+        if name.endswith(TIFF_SUFFIXES):
+            raise
+        raise InputError(
+            p, f"unsupported file type (supported: {SUPPORTED}); {err.problem}"
+        ) from None

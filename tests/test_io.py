@@ -1,0 +1,212 @@
+"""Reading inputs lazily and writing canonical OME-Zarr stores, labels and plain arrays."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from grunet.errors import InputError
+from grunet.io import (
+    ImageStack,
+    open_store,
+    read_array,
+    read_image,
+    read_labels,
+    write_array,
+    write_image,
+    write_labels,
+)
+
+
+@pytest.fixture(scope="module")
+def crop(nuclei_3d) -> np.ndarray:
+    """A real (8, 64, 80) uint16 crop of the 3D nuclei stack."""
+    return np.ascontiguousarray(nuclei_3d[0][20:28, 60:124, 50:130])
+
+
+@pytest.fixture(scope="module")
+def label_crop(nuclei_3d) -> np.ndarray:
+    return np.ascontiguousarray(nuclei_3d[1][20:28, 60:124, 50:130])
+
+
+def _roundtrip(tmp_path, array, **imwrite):
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, array, **imwrite)
+    out = write_image(tmp_path / "out.ome.zarr", read_image(src))
+    return src, open_store(out)
+
+
+def test_2d_tiff_roundtrip_keeps_pixels_and_dtype(tmp_path, crop):
+    src, stack = _roundtrip(tmp_path, crop[3])
+    assert stack.shape == (1, 1, 1, 64, 80)
+    assert stack.dtype == np.uint16
+    np.testing.assert_array_equal(stack.data[0, 0, 0].compute(), crop[3])
+    assert stack.attrs["source"] == str(src)
+
+
+def test_zyx_imagej_roundtrip_keeps_spacing(tmp_path, crop):
+    src, stack = _roundtrip(
+        tmp_path,
+        crop,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"},
+    )
+    assert stack.shape == (1, 1, 8, 64, 80)
+    np.testing.assert_array_equal(stack.data[0, 0].compute(), crop)
+    assert stack.pixel_sizes["z"] == pytest.approx(1.5)
+    assert stack.pixel_sizes["y"] == pytest.approx(0.25)
+    assert stack.pixel_sizes["x"] == pytest.approx(0.25)
+
+
+def test_tcyx_imagej_hyperstack_roundtrip(tmp_path, crop):
+    tcyx = np.stack([crop[:4], crop[4:]], axis=1)  # (4, 2, 64, 80)
+    _, stack = _roundtrip(tmp_path, tcyx, imagej=True, metadata={"axes": "TCYX", "finterval": 30})
+    assert stack.shape == (4, 2, 1, 64, 80)
+    np.testing.assert_array_equal(stack.data[:, :, 0].compute(), tcyx)
+    assert stack.pixel_sizes["t"] == pytest.approx(30)
+    assert len(stack.normalization_ranges) == 2
+
+
+def test_czyx_ome_tiff_roundtrip_keeps_pixel_sizes_and_channel_names(tmp_path, crop):
+    czyx = np.stack([crop, crop[::-1]])  # (2, 8, 64, 80)
+    _, stack = _roundtrip(
+        tmp_path,
+        czyx,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": 0.2,
+            "PhysicalSizeY": 0.2,
+            "PhysicalSizeZ": 0.5,
+            "PhysicalSizeXUnit": "µm",
+            "Channel": {"Name": ["DAPI", "GFP"]},
+        },
+    )
+    assert stack.shape == (1, 2, 8, 64, 80)
+    np.testing.assert_array_equal(stack.data[0].compute(), czyx)
+    assert stack.pixel_sizes == {"t": None, "z": 0.5, "y": 0.2, "x": 0.2}
+    assert stack.channel_names == ["DAPI", "GFP"]
+
+
+def test_plain_multipage_tiff_defaults_to_z_and_axes_override(tmp_path, crop):
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, crop)
+    assert read_image(src).shape == (1, 1, 8, 64, 80)
+    assert read_image(src, axes="TYX").shape == (8, 1, 1, 64, 80)
+
+
+def test_ome_zarr_reader_opens_the_store_with_scale(tmp_path, crop):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    stack = ImageStack(
+        da.from_array(crop[None, None]), pixel_sizes={"z": 2.0, "y": 0.5, "x": 0.5}, source="x"
+    )
+    out = write_image(tmp_path / "s.ome.zarr", stack)
+    nodes = list(Reader(parse_url(str(out)))())
+    image = nodes[0]
+    assert [a["name"] for a in image.metadata["axes"]] == list("tczyx")
+    np.testing.assert_array_equal(np.asarray(image.data[0]), crop[None, None])
+    scale = image.metadata["coordinateTransformations"][0][0]["scale"]
+    assert scale == [1.0, 1.0, 2.0, 0.5, 0.5]
+    assert zarr.open_array(str(out / "0"), mode="r").chunks == (1, 1, 1, 64, 80)
+
+
+def test_store_chunks_are_one_plane_and_at_most_1024(tmp_path):
+    stack = ImageStack(da.zeros((1, 1, 2, 1100, 50), dtype=np.uint8, chunks=(1, 1, 2, 1100, 50)))
+    out = write_image(tmp_path / "c.ome.zarr", stack)
+    assert zarr.open_array(str(out / "0"), mode="r").chunks == (1, 1, 1, 1024, 50)
+
+
+def test_normalization_ranges_are_exact_for_uint16(tmp_path, crop):
+    stack = ImageStack(da.from_array(crop[None, None], chunks=(1, 1, 1, 32, 32)))
+    out = write_image(tmp_path / "r.ome.zarr", stack, chunks=32)
+    ((lo, hi),) = open_store(out).normalization_ranges
+    assert (lo, hi) == tuple(np.percentile(crop, (1, 99.8)))
+
+
+def test_normalization_ranges_of_floats_within_one_bin(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 100.0, size=(1, 2, 1, 300, 200)).astype(np.float32)
+    out = write_image(tmp_path / "f.ome.zarr", ImageStack(da.from_array(image)), chunks=64)
+    ranges = open_store(out).normalization_ranges
+    for c, (lo, hi) in enumerate(ranges):
+        channel = image[0, c]
+        width = (channel.max() - channel.min()) / 65536
+        expected = np.percentile(channel, (1, 99.8))
+        assert abs(lo - expected[0]) <= width and abs(hi - expected[1]) <= width
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, crop):
+    stack = ImageStack(da.from_array(crop[None, None]))
+    out = write_image(tmp_path / "o.ome.zarr", stack)
+    with pytest.raises(InputError, match="o.ome.zarr: output already exists"):
+        write_image(out, stack)
+    write_image(out, stack, overwrite=True)
+
+
+def test_interrupted_write_leaves_no_store(tmp_path, crop):
+    def boom(block, block_info=None):  # some chunks get written, then the crash
+        if block_info[0]["chunk-location"][2] == 5:
+            raise RuntimeError("simulated crash")
+        return block
+
+    data = da.from_array(crop[None, None], chunks=(1, 1, 1, 32, 32))
+    data = data.map_blocks(boom, dtype=crop.dtype)
+    out = tmp_path / "i.ome.zarr"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        write_image(out, ImageStack(data))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_roundtrip_and_listing(tmp_path, crop, label_crop):
+    store = write_image(tmp_path / "l.ome.zarr", ImageStack(da.from_array(crop[None, None])))
+    path = write_labels(store, label_crop[None])
+    assert path == store / "labels" / "cells"
+    labels = read_labels(store)
+    assert labels.shape == (1, 1, 8, 64, 80) and labels.dtype == np.uint32
+    np.testing.assert_array_equal(labels[0, 0].compute(), label_crop)
+    listing = json.loads((store / "labels" / "zarr.json").read_text())
+    assert listing["attributes"]["ome"]["labels"] == ["cells"]
+    meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
+    assert meta["image-label"]["source"]["image"] == "../../"
+    with pytest.raises(InputError, match="output already exists"):
+        write_labels(store, label_crop[None])
+    write_labels(store, label_crop[None], overwrite=True)
+    assert [p.name for p in (store / "labels").iterdir() if p.name.startswith(".")] == []
+
+
+def test_labels_of_another_shape_are_refused(tmp_path, crop, label_crop):
+    store = write_image(tmp_path / "m.ome.zarr", ImageStack(da.from_array(crop[None, None])))
+    with pytest.raises(InputError, match="m.ome.zarr: labels shape .* does not match"):
+        write_labels(store, label_crop[None, :, :32])
+    assert not (store / "labels" / "cells").exists()
+
+
+def test_negative_labels_are_refused_and_nothing_is_left(tmp_path, crop):
+    store = write_image(tmp_path / "n.ome.zarr", ImageStack(da.from_array(crop[None, None])))
+    bad = np.zeros((1, 8, 64, 80), np.int32)
+    bad[0, 3, 5, 5] = -4
+    with pytest.raises(InputError, match="n.ome.zarr: labels contain negative values"):
+        write_labels(store, bad)
+    assert not (store / "labels" / "cells").exists()
+    assert [p.name for p in (store / "labels").iterdir()] == ["zarr.json"]
+
+
+def test_write_array_roundtrip_keeps_chunks_and_attrs(tmp_path):
+    probs = np.random.default_rng(1).random((2, 3, 1, 40, 50)).astype(np.float16)
+    out = write_array(
+        tmp_path / "p.probs.zarr", probs, name="probs", chunks=(1, 3, 1, 16, 16), attrs={"tile": 16}
+    )
+    data, attrs = read_array(out, "probs")
+    assert data.chunksize == (1, 3, 1, 16, 16)
+    np.testing.assert_array_equal(data.compute(), probs)
+    assert attrs["tile"] == 16 and "version" in attrs
+    with pytest.raises(InputError, match="has no array 'labels'"):
+        read_array(out, "labels")
