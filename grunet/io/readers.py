@@ -18,6 +18,8 @@ unknown (None). Inch-based resolution tags (usually a 72 dpi default) are ignore
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import xml.etree.ElementTree as ET
@@ -198,6 +200,45 @@ def _finish(
 
 
 # --------------------------------------------------------------------------------------- TIFF
+_CORRUPTION_SIGNS = (
+    "invalid page offset",
+    "corrupt",
+    "failed to reshape",
+    "truncat",
+    "invalid ifd",
+)
+
+
+class _TiffLog(logging.Handler):
+    """Collects tifffile's log warnings while a file is opened (instead of printing them)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def corruption(self) -> str | None:
+        for message in self.messages:
+            if any(sign in message.lower() for sign in _CORRUPTION_SIGNS):
+                return message.split("> ", 1)[-1]
+        return None
+
+
+@contextlib.contextmanager
+def _tifffile_log():
+    logger = logging.getLogger("tifffile")
+    handler = _TiffLog()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _check_tiff_complete(tif, series, path: str) -> None:
     """Refuse a TIFF whose pixel data run past the end of the file (truncated download/copy)."""
     size = os.path.getsize(path)
@@ -281,14 +322,24 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
     import tifffile
     import zarr
 
+    with _tifffile_log() as log:
+        try:
+            tif = tifffile.TiffFile(path)  # opened read-only ("rb")
+        except Exception as err:
+            problem = f"not a readable TIFF file ({type(err).__name__}: {err})"
+            raise InputError(path, problem) from None
+        try:
+            series = tif.series[0] if tif.series else None
+            _ = [len(s.pages) for s in tif.series]
+        except Exception as err:
+            tif.close()
+            raise InputError(path, f"corrupt TIFF ({type(err).__name__}: {err})") from None
+    if log.corruption():
+        tif.close()
+        raise InputError(path, f"corrupt or truncated TIFF ({log.corruption()})")
     try:
-        tif = tifffile.TiffFile(path)  # opened read-only ("rb")
-    except Exception as err:
-        raise InputError(path, f"not a readable TIFF file ({type(err).__name__}: {err})") from None
-    try:
-        if not tif.series:
+        if series is None:
             raise InputError(path, "TIFF contains no image")
-        series = tif.series[0]
         shape = tuple(int(n) for n in series.shape)
         check_shape(shape, path)
         check_dtype(series.dtype, path)

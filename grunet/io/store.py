@@ -238,9 +238,8 @@ def write_image(
             else (0.0, 1.0, lo, hi)
             for c, (lo, hi) in enumerate(ranges)
         ]
-        _write_ome_metadata(
-            root, stack.pixel_sizes, path.name.split(".")[0], stack.channel_names, windows
-        )
+        name = path.name.removesuffix(".zarr").removesuffix(".ome")
+        _write_ome_metadata(root, stack.pixel_sizes, name, stack.channel_names, windows)
         root.attrs["grunet"] = {
             **(attrs or {}),
             "version": __version__,
