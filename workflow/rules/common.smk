@@ -23,10 +23,8 @@ DEMO_PREFIX = "demo:"
 
 def schema_problem(err):
     """One line naming the offending key for a snakemake.utils.validate failure."""
-    cause = next(
-        (a for a in err.args if isinstance(a, jsonschema.ValidationError)), None
-    )
-    if cause is None:
+    cause = err.__cause__ or err.__context__  # validate() raises from the jsonschema error
+    if not isinstance(cause, jsonschema.ValidationError):
         return str(err).strip().splitlines()[0]
     key = ".".join(str(p) for p in cause.absolute_path)
     if cause.validator == "additionalProperties":
@@ -46,17 +44,15 @@ def validate_config():
 
 
 def demo_problem(path):
-    """Why a demo:<name> input cannot be read, or None (grunet resolves the name)."""
+    """Why a demo:<name> input cannot be read, or None (grunet.demo resolves the name)."""
     try:
-        from grunet.io import read_image
+        from grunet.demo import resolve_demo
     except ImportError:
-        return None  # grunet lives only in the jobs' conda env: the convert job will check it
+        return None  # grunet only in the jobs' conda env: the convert job checks the name
     try:
-        read_image(path)
-    except Exception as err:  # any failure to resolve the name is a sample-sheet error
-        return (
-            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        )
+        resolve_demo(path)
+    except Exception as err:  # unknown name, or the demo extra is not installed
+        return str(err).strip() or type(err).__name__
     return None
 
 
