@@ -26,7 +26,6 @@ ids than uint32 holds is refused rather than wrapped around.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
@@ -39,6 +38,7 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from grunet.atomic import check_output_free
 from grunet.errors import InputError
 
 UINT32_MAX = np.iinfo(np.uint32).max
@@ -291,11 +291,14 @@ def segment_probabilities(
     priority = da.nan_to_num(fg_prio[:, 1])
     foreground = (np.float32(1.0) - fg_prio[:, 0]) > np.float32(opts.foreground_threshold)
     depth = {0: 0, 1: 0, 2: opts.halo, 3: opts.halo}
+    inputs = [seeds, priority, foreground]
+    for axis in (2, 3):  # an axis no longer than the halo is grown in one piece
+        if seeds.shape[axis] <= opts.halo:
+            depth[axis] = 0
+            inputs = [a.rechunk({axis: -1}) for a in inputs]
     grown = da.map_overlap(
         _grow_fill,
-        seeds,
-        priority,
-        foreground,
+        *inputs,
         depth=depth,
         boundary="none",
         dtype=np.uint32,
@@ -507,6 +510,7 @@ def segment_store(
     probs, attrs = gio.read_array(probs_path, "probs")
     if probs.ndim != 5 or probs.shape[1] != 3:
         raise InputError(probs_path, f"expected probs of shape (T, 3, Z, Y, X), got {probs.shape}")
+    check_output_free(image_store / "labels" / name, overwrite)
     image = gio.open_store(image_store)
     t, _, z, y, x = image.data.shape
     if (probs.shape[0], probs.shape[2], probs.shape[3], probs.shape[4]) != (t, z, y, x):
@@ -516,26 +520,24 @@ def segment_store(
     opts = options or SegmentOptions()
     three_d = probs.shape[2] > 1 if three_d is None else three_d
     labels = segment_probabilities(probs, options=opts, block=block, three_d=three_d)
-    chunks = image.data.chunks
-    labels = labels.rechunk((1, 1, 1, chunks[3], chunks[4]))
-    meta = (attrs or {}).get("grunet", attrs or {})
+    meta = attrs.get("grunet", attrs) if isinstance(attrs, dict) else {}
     provenance = {
-        "grunet": {
-            "version": __version__,
-            "stage": "segment",
-            "source": str(probs_path),
-            "image": str(image_store),
-            "model_sha256": meta.get("model_sha256"),
-            "three_d": bool(three_d),
-            "options": asdict(opts),
-        }
+        "version": __version__,
+        "stage": "segment",
+        "source": str(probs_path),
+        "image": str(image_store),
+        "model_sha256": meta.get("model_sha256"),
+        "three_d": bool(three_d),
+        "block": block,
+        "options": asdict(opts),
     }
-    json.dumps(provenance)  # fail early on anything not serialisable
-    kwargs = {"name": name, "attrs": provenance, "overwrite": overwrite}
-    if progress:
-        kwargs["progress"] = True
-    try:
-        return Path(gio.write_labels(image_store, labels, **kwargs))
-    except TypeError:  # io without a progress option
-        kwargs.pop("progress", None)
-        return Path(gio.write_labels(image_store, labels, **kwargs))
+    return Path(
+        gio.write_labels(
+            image_store,
+            labels,
+            name=name,
+            attrs=provenance,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    )
