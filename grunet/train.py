@@ -102,10 +102,10 @@ def _merge(base: dict, user: dict, prefix: str) -> dict:
     out = json.loads(json.dumps(base))
     for key, value in user.items():
         if key not in base:
-            raise ConfigError(f"unknown training config key {prefix}{key!r}")
+            raise ConfigError(f"unknown training config key '{prefix}{key}'")
         if isinstance(base[key], dict) and key != "model":
             if not isinstance(value, dict):
-                raise ConfigError(f"training config key {prefix}{key!r} must be a mapping")
+                raise ConfigError(f"training config key '{prefix}{key}' must be a mapping")
             out[key] = _merge(base[key], value, f"{prefix}{key}.")
         else:
             out[key] = value

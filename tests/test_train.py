@@ -1,0 +1,138 @@
+"""Training on tiny real crops: outputs, falling loss, exact resume, loss, augmentation."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from grunet.checkpoint import load_checkpoint
+from grunet.cli import main
+from grunet.errors import ConfigError
+from grunet.train import PatchSampler, Sample, focal_loss, load_config, lr_factor, train
+from tests.conftest import shared_dataset
+
+DEMO = Path(__file__).resolve().parents[1] / "config" / "train_demo.yaml"
+
+
+def demo_config(**overrides) -> dict:
+    cfg = load_config(DEMO, overrides)
+    cfg["data"]["root"] = str(shared_dataset("dsb2018_fluo"))
+    cfg["threads"] = 1
+    return cfg
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("train") / "full"
+    train(demo_config(epochs=3), out, device="cpu")
+    return out
+
+
+def test_demo_training_writes_all_outputs_with_finite_falling_loss(demo_run):
+    for name in ("best.pt", "last.pt", "log.csv", "curves.png", "val_metrics.json"):
+        assert (demo_run / name).is_file(), name
+    rows = read_log(demo_run / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    losses = [float(r["train_loss"]) for r in rows]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    best = load_checkpoint(demo_run / "best.pt")
+    assert set(best.metadata["segmentation"]) == {"seed_threshold", "foreground_threshold"}
+    assert best.metadata["normalization"]["percentiles"] == [1.0, 99.8]
+    assert "resume" not in best.metadata  # best.pt stays small
+    assert (demo_run / "best.pt").stat().st_size < (demo_run / "last.pt").stat().st_size
+
+
+def test_resume_after_a_stop_continues_from_the_next_epoch_identically(demo_run, tmp_path):
+    out = tmp_path / "stopped"
+    train(demo_config(epochs=3), out, device="cpu", stop_after=1)
+    assert load_checkpoint(out / "last.pt").metadata["epoch"] == 1
+    train(demo_config(epochs=3), out, device="cpu", resume=True)
+    full, resumed = load_checkpoint(demo_run / "last.pt"), load_checkpoint(out / "last.pt")
+    assert resumed.metadata["epoch"] == 3
+    for key, value in full.state_dict.items():
+        assert torch.equal(value, resumed.state_dict[key]), key
+
+    def without_timing(rows):
+        return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+    assert without_timing(read_log(out / "log.csv")) == without_timing(
+        read_log(demo_run / "log.csv")
+    )
+    a, b = full.metadata["resume"]["optimizer"], resumed.metadata["resume"]["optimizer"]
+    for k in a["state"]:
+        assert torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"])
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(demo_run, tmp_path):
+    with pytest.raises(ConfigError, match="--resume"):
+        train(demo_config(), demo_run, device="cpu")
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(demo_config(), tmp_path / "new", device="cpu", resume=True)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: 2\naugment:\n  flipp: true\n")
+    with pytest.raises(ConfigError, match="augment.flipp"):
+        load_config(path)
+
+
+def test_cli_trains_on_explicit_tiff_pairs(tmp_path):
+    root = shared_dataset("dsb2018_fluo")
+    ids = sorted(p.stem for p in (root / "images").glob("*.tif"))[:3]
+    images, labels = [], []
+    for i in ids:  # tiny real crops
+        for kind, paths in (("images", images), ("labels", labels)):
+            path = tmp_path / f"{kind}_{i[:8]}.tif"
+            tifffile.imwrite(path, tifffile.imread(root / kind / f"{i}.tif")[:96, :96])
+            paths.append(str(path))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("epochs: 1\nsteps_per_epoch: 2\nbatch_size: 1\npatch_size: 64\nthreads: 1\n")
+    out = tmp_path / "run"
+    argv = ["train", "-c", str(cfg), "-o", str(out), "--device", "cpu"]
+    assert main([*argv, "--images", *images, "--labels", *labels]) == 0
+    meta = load_checkpoint(out / "best.pt").metadata
+    assert meta["n_train_images"] == 2 and meta["n_val_images"] == 1
+
+
+def test_augmentation_moves_image_and_targets_together():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, (80, 90)).astype(np.uint8)
+    labels = targets.astype(np.int32)
+    sample = Sample("s", targets.astype(np.float32), targets, labels, np.flatnonzero(labels))
+    cfg = load_config(None, {"patch_size": 32, "augment": {"p_intensity": 0.0}})
+    sampler = PatchSampler([sample], cfg, rng)
+    for _ in range(20):
+        image, target = sampler.patch()
+        assert image.shape == target.shape == (32, 32)
+        np.testing.assert_array_equal(image, target)
+
+
+def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    weights = torch.tensor([1.0, 1.0, 2.0])
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weights)
+    assert focal_loss(logits, target, weights, gamma=0.0).item() == pytest.approx(expected.item())
+    assert focal_loss(logits, target, weights, gamma=2.0) < expected
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    assert lr_factor(0, 10, 100, 0.01) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.01) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
+    values = [lr_factor(s, 10, 100, 0.01) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
