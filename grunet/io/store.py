@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ import dask.array as da
 import numpy as np
 import zarr
 from ome_zarr.format import CurrentFormat
-from ome_zarr.writer import add_metadata, write_multiscales_metadata
+
+with warnings.catch_warnings():  # ome_zarr.writer's import warns about its own deprecated Scaler
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ome_zarr.writer import add_metadata, write_multiscales_metadata
 
 from grunet import __version__
 from grunet.atomic import atomic_output, check_output_free, remove_path, temporary_sibling
