@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import shutil
+import warnings
 
 import torch
+from torch import nn
 
 from grunet.errors import ConfigError
 
@@ -58,3 +62,145 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+# Measured on this repo's 2-core AMD EPYC (AVX512-BF16, no AMX), small preset, 512², bf16
+# channels-last: eager ≈ 0.5 MPix/s, torch.compile (inductor, frozen weights) ≈ 1.8× faster, but
+# the first compile costs ≈ 60 s (≈ 5-10 s with a warm inductor cache). Compiling pays off once a
+# job runs more than ≈ 2 minutes of eager inference, i.e. ≈ 64 MPix on such a CPU.
+COMPILE_MIN_PIXELS = 64_000_000
+
+
+def has_cxx_compiler() -> bool:
+    """True where inductor can build CPU kernels (it needs a C++ compiler)."""
+    candidates = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    return any(c and shutil.which(c) for c in candidates)
+
+
+def should_compile(device: torch.device, compile: bool | str, work_pixels: int | None) -> bool:
+    """Resolve ``compile`` ("auto", True, False) for a job of ``work_pixels`` pixels."""
+    if compile == "auto":
+        if work_pixels is None or work_pixels < COMPILE_MIN_PIXELS:
+            return False
+        return device.type == "cuda" or (device.type == "cpu" and has_cxx_compiler())
+    if isinstance(compile, str):
+        raise ConfigError(f"compile: expected 'auto', true or false, got {compile!r}")
+    return bool(compile)
+
+
+class PreparedModel:
+    """A network ready for inference on one device: ``prepared(x)`` maps (B, C, H, W) → logits.
+
+    Holds the fast-path choices (memory format, autocast dtype, compiled or eager) so callers
+    only hand over float32 tensors. A compiled model that fails on first use (no C++ compiler,
+    an unsupported op) falls back to eager with a warning, once.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        *,
+        dtype: torch.dtype | None,
+        channels_last: bool,
+        compile: bool,
+    ):
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.compiled = compile
+        self._forward = self._compile(model) if compile else model
+
+    def _compile(self, model: nn.Module):
+        # freezing folds conv+batch-norm and pre-packs weights; it applies under no_grad only.
+        options = {"freezing": True} if self.device.type == "cpu" else None
+        return torch.compile(model, dynamic=False, options=options)
+
+    def _run(self, forward, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast_for(self.device, self.dtype):
+            return forward(x).float()
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, dtype=torch.float32, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (B, classes, H, W) on the model's device."""
+        x = self._input(x)
+        if self.compiled:
+            try:
+                return self._run(self._forward, x)
+            except Exception as err:  # inductor/dynamo failures have many types
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                warnings.warn(
+                    f"torch.compile failed ({first}); running the model eagerly instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiled = False
+                self._forward = self.model
+        return self._run(self._forward, x)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes, float32, on the model's device."""
+        return torch.softmax(self(x), dim=1)
+
+    def describe(self) -> dict:
+        """The choices made, for provenance and benchmarks."""
+        return {
+            "device": str(self.device),
+            "autocast": None if self.dtype is None else str(self.dtype).replace("torch.", ""),
+            "channels_last": self.channels_last,
+            "compiled": self.compiled,
+        }
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device`` (None → a no-op)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(
+    model: nn.Module,
+    device: str | torch.device = "auto",
+    *,
+    fast: bool = True,
+    compile: bool | str = "auto",
+    work_pixels: int | None = None,
+) -> PreparedModel:
+    """Put ``model`` in eval mode on ``device`` with the fastest safe inference settings.
+
+    Args:
+        model: a network mapping (B, C, H, W) float → (B, classes, H, W) logits.
+        device: "auto", "cpu", "cuda", "mps" or a ``torch.device``.
+        fast: channels-last + reduced precision (bf16 autocast on CPUs with native bf16, bf16 or
+            fp16 autocast on CUDA); False keeps plain fp32 (the reference).
+        compile: ``torch.compile`` the model (True), never (False), or "auto": only when
+            ``work_pixels`` is large enough for the compile time (≈ 1 min on 2 CPU cores) to pay
+            off (see ``COMPILE_MIN_PIXELS``) and a C++ compiler exists on CPU.
+        work_pixels: pixels the caller will push through the model (for "auto").
+
+    Returns:
+        A :class:`PreparedModel`; call it on float32 tensors to get float32 logits.
+
+    Example:
+        >>> prepared = prepare_model(GRUUNet(SMALL), "cpu")  # doctest: +SKIP
+        >>> logits = prepared(torch.rand(1, 1, 512, 512))  # doctest: +SKIP
+    """
+    device = device if isinstance(device, torch.device) else select_device(device)
+    model = model.eval().to(device)
+    dtype = autocast_dtype(device) if fast else None
+    channels_last = fast and device.type in ("cpu", "cuda")
+    if device.type == "cuda" and fast:
+        torch.backends.cudnn.benchmark = True
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    use_compile = fast and should_compile(device, compile, work_pixels)
+    return PreparedModel(
+        model, device, dtype=dtype, channels_last=channels_last, compile=use_compile
+    )

@@ -1,0 +1,61 @@
+"""``grunet predict``: class probabilities of an OME-Zarr store, tile by tile."""
+
+from __future__ import annotations
+
+import argparse
+
+from grunet.predict import DEFAULT_HALO, DEFAULT_TILE
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="class probabilities (float16 zarr) of a canonical OME-Zarr image store",
+        description=(
+            "Run GRUU-Net over every (t, z) plane of STORE.ome.zarr, tile by tile with a halo and "
+            "smooth blending, and write OUT.probs.zarr (array 'probs', T,3,Z,Y,X float16)."
+        ),
+    )
+    parser.add_argument("store", metavar="STORE.ome.zarr", help="image store (grunet convert)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.probs.zarr")
+    parser.add_argument("--model", metavar="CKPT", help="checkpoint (default: the shipped model)")
+    parser.add_argument(
+        "--tile", type=int, default=DEFAULT_TILE, help=f"window core, px (default {DEFAULT_TILE})"
+    )
+    parser.add_argument(
+        "--halo", type=int, default=DEFAULT_HALO, help=f"context per side, px ({DEFAULT_HALO})"
+    )
+    parser.add_argument("--batch-size", type=int, help="tiles per forward (1 on CPU, 4 on GPU)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--threads", type=int, help="CPU threads for the network")
+    parser.add_argument(
+        "--compile",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="torch.compile the network: auto = only for jobs large enough to pay (default)",
+    )
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from grunet.predict import predict_store
+
+    predict_store(
+        args.store,
+        args.output,
+        model=args.model,
+        tile=args.tile,
+        halo=args.halo,
+        batch_size=args.batch_size,
+        device=args.device,
+        threads=args.threads,
+        compile={"auto": "auto", "yes": True, "no": False}[args.compile],
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    return 0
