@@ -190,22 +190,22 @@ def measure_plane(
         img = None if image is None else image[(slice(None), *sl)]
         tasks.append(dask.delayed(_block_rows)(labels.blocks[i, j], img, (ys[i], xs[j]), internal))
     parts = dask.compute(*tasks)
-    rows: dict[int, dict] = {}
-    seen: dict[int, int] = {}
+    found: dict[int, list[dict]] = {}
     boxes: dict[int, list] = {}
     for part in parts:
         for row in part["rows"]:
-            rows[row["label"]] = row
-            seen[row["label"]] = seen.get(row["label"], 0) + 1
+            found.setdefault(row["label"], []).append(row)
         for label, box in part["crossing"].items():
             boxes.setdefault(label, []).append(box)
-    # a cell measured inside one block but with pixels elsewhere too (disconnected) is redone
-    redo = {label for label, n in seen.items() if n > 1 or label in boxes}
-    for label in redo:
-        row = rows.pop(label)
-        boxes.setdefault(label, []).append(
-            (row["bbox_min_y"], row["bbox_min_x"], row["bbox_max_y"], row["bbox_max_x"])
-        )
+    rows: dict[int, dict] = {}
+    for label, measured in found.items():
+        if len(measured) == 1 and label not in boxes:
+            rows[label] = measured[0]
+        else:  # pixels in several blocks (a disconnected cross-section): measure it whole
+            boxes.setdefault(label, []).extend(
+                (r["bbox_min_y"], r["bbox_min_x"], r["bbox_max_y"], r["bbox_max_x"])
+                for r in measured
+            )
     crops = []
     for label, parts_ in boxes.items():
         b = np.asarray(parts_)
