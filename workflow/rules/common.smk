@@ -5,6 +5,7 @@ file fails before any job runs, naming the key or the sample-sheet row) and tell
 files it reads and which options it passes to the `grunet` command.
 """
 
+import importlib.util
 import os
 import re
 import shlex
@@ -23,7 +24,9 @@ DEMO_PREFIX = "demo:"
 
 def schema_problem(err):
     """One line naming the offending key for a snakemake.utils.validate failure."""
-    cause = err.__cause__ or err.__context__  # validate() raises from the jsonschema error
+    cause = (
+        err.__cause__ or err.__context__
+    )  # validate() raises from the jsonschema error
     if not isinstance(cause, jsonschema.ValidationError):
         return str(err).strip().splitlines()[0]
     key = ".".join(str(p) for p in cause.absolute_path)
@@ -48,7 +51,9 @@ def demo_problem(path):
     try:
         from grunet.demo import resolve_demo
     except ImportError:
-        return None  # grunet only in the jobs' conda env: the convert job checks the name
+        return (
+            None  # grunet only in the jobs' conda env: the convert job checks the name
+        )
     try:
         resolve_demo(path)
     except Exception as err:  # unknown name, or the demo extra is not installed
@@ -133,16 +138,30 @@ def training_samples():
     return names
 
 
-TRAIN_SAMPLES = training_samples() if TRAIN else []
+TRAIN_SAMPLES = training_samples()  # checked even when training is off
+
+
+def train_config():
+    """train.config, relative to the working directory or else to the workflow's folder."""
+    path = config["train"]["config"]
+    for candidate in (path, os.path.join(workflow.basedir, path)):
+        if os.path.isfile(candidate):
+            return candidate
+    raise WorkflowError(f"config key 'train.config': '{path}' does not exist")
+
+
+TRAIN_CONFIG = train_config() if TRAIN else None
 
 
 def shipped_model():
-    """Path of the demo checkpoint shipped inside the grunet package."""
-    try:
-        from grunet.checkpoint import SHIPPED_MODEL
-    except ImportError:  # grunet only in the jobs' env: use the checkout's copy
-        return os.path.join(workflow.basedir, "grunet", "weights", "small_dsb2018.pt")
-    return str(SHIPPED_MODEL)
+    """Path of the demo checkpoint shipped inside the grunet package (found without importing it)."""
+    spec = importlib.util.find_spec("grunet")
+    package = (
+        os.path.dirname(spec.origin)
+        if spec
+        else os.path.join(workflow.basedir, "grunet")
+    )
+    return os.path.join(package, "weights", "small_dsb2018.pt")
 
 
 def check_model():

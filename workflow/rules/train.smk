@@ -3,7 +3,7 @@ if TRAIN:
     rule train:
         """Annotated samples -> GRUU-Net checkpoint, curves and validation metrics."""
         input:
-            config=config["train"]["config"],
+            config=TRAIN_CONFIG,
             images=get_train_images,
             annotations=get_train_annotations,
         output:

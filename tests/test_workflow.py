@@ -1,0 +1,289 @@
+"""The Snakemake workflow, run on tiny crops of the real demo images in a temporary directory.
+
+Every run uses the repository's Snakefile with ``--directory <tmp>``, so results and Snakemake's
+bookkeeping land in the temporary directory, never in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+STAGE_JOBS = {
+    "convert": 2,
+    "predict": 2,
+    "segment": 2,
+    "measure": 2,
+    "count": 2,
+    "aggregate_counts": 1,
+    "report": 1,
+    "all": 1,
+}
+SAMPLE_SHEET = (
+    "sample\tpath\tannotation\taxes\tcondition\twell\n"
+    "timelapse\tdata/timelapse.tif\t\tTYX\tcontrol\tA01\n"
+    "stack\tdata/stack.tif\tdata/stack_labels.tif\tZYX\tdrug\tA02\n"
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("grunet") is None, reason="grunet not on PATH")
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in ``workdir``; return the finished process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake (dry-)run."""
+    stats = output[output.index("Job stats:") :]
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m[1] != "total"
+    }
+
+
+def model_path(root: Path) -> str:
+    """The shipped model where it exists, else a small random checkpoint (same architecture)."""
+    from grunet.checkpoint import SHIPPED_MODEL
+
+    if SHIPPED_MODEL.is_file():
+        return ""
+    import torch
+
+    from grunet.checkpoint import save_checkpoint
+    from grunet.model import SMALL, GRUUNet
+
+    path = root / "random_small.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        save_checkpoint(path, GRUUNet(SMALL), {"note": "random weights, tests only"})
+    return str(path)
+
+
+def make_experiment(root: Path, timelapse, stack, stack_labels, **config: str) -> Path:
+    """An experiment folder: data crops, config/config.yaml, config/samples.tsv."""
+    import tifffile
+
+    (root / "data").mkdir(parents=True)
+    (root / "config").mkdir()
+    tifffile.imwrite(root / "data" / "timelapse.tif", timelapse, photometric="minisblack")
+    tifffile.imwrite(root / "data" / "stack.tif", stack, photometric="minisblack")
+    tifffile.imwrite(root / "data" / "stack_labels.tif", stack_labels, photometric="minisblack")
+    (root / "config" / "samples.tsv").write_text(SAMPLE_SHEET)
+    lines = {
+        "samples": "config/samples.tsv",
+        "model": repr(model_path(root.parent)),
+        "predict": "{threads: 1}",
+        "report": "{frames: 2}",
+        **config,
+    }
+    (root / "config" / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    return root
+
+
+@pytest.fixture(scope="module")
+def crops(nuclei_timelapse, nuclei_3d):
+    """Tiny real crops: 3 frames of the time-lapse, 3 planes of the 3D stack (+ its labels)."""
+    image, labels = nuclei_3d
+    return (
+        nuclei_timelapse[:3, 200:296, 200:296],
+        image[28:31, 96:176, 96:176],
+        labels[28:31, 96:176, 96:176],
+    )
+
+
+@pytest.fixture
+def experiment(tmp_path, crops) -> Path:
+    return make_experiment(tmp_path / "exp", *crops)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, crops):
+    """One complete run of the workflow (shared by the tests that inspect its outputs)."""
+    root = make_experiment(tmp_path_factory.mktemp("run") / "exp", *crops)
+    started = time.perf_counter()
+    result = snakemake(root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root, time.perf_counter() - started
+
+
+# ------------------------------------------------------------------------- start-up checks
+
+
+def test_lint_has_no_findings(experiment):
+    result = snakemake(experiment, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_dry_run_lists_every_stage_once_per_sample(experiment):
+    result = snakemake(experiment, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == STAGE_JOBS
+    assert not (experiment / "results").exists()
+
+
+def test_dry_run_with_training_adds_one_train_job_before_predict(experiment):
+    config = experiment / "config" / "config.yaml"
+    config.write_text(config.read_text() + "train: {enabled: true}\n")
+    result = snakemake(experiment, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == {**STAGE_JOBS, "train": 1}
+    predict = result.stdout[result.stdout.index("rule predict:") :]
+    assert "results/train/best.pt" in predict.split("rule ", 2)[1]  # predicts with the new model
+    train = result.stdout[result.stdout.index("rule train:") :].split("rule ", 2)[1]
+    assert "--labels data/stack_labels.tif" in train  # only the annotated sample trains
+
+
+def test_embedded_demo_config_plans_both_demo_samples(tmp_path, crops):
+    root = make_experiment(tmp_path / "demo", *crops)
+    for name in ("config.yaml", "samples.tsv"):
+        shutil.copy(REPO / "config" / name, root / "config" / name)
+    extra = ["--config", f"model={model_path(tmp_path)}"] if model_path(tmp_path) else []
+    result = snakemake(root, "--dry-run", "--printshellcmds", *extra)
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout) == STAGE_JOBS
+    assert "demo:nuclei_timelapse" in result.stdout and "demo:nuclei_3d" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("predict={tiel: 64}", "unknown key 'predict.tiel'"),
+        ("predict={tile: big}", "key 'predict.tile': 'big' is not of type"),
+        ("model=missing.pt", "config key 'model': checkpoint 'missing.pt' does not exist"),
+        ("train={samples: [timelapse]}", "sample 'timelapse' has no annotation"),
+    ],
+)
+def test_bad_config_fails_at_start_up_naming_the_key(experiment, setting, message):
+    result = snakemake(experiment, "--config", setting)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr, result.stderr
+    assert not (experiment / "results").exists()  # nothing ran
+
+
+def test_sample_sheet_row_with_a_missing_file_fails_at_start_up(experiment):
+    sheet = experiment / "config" / "samples.tsv"
+    sheet.write_text(sheet.read_text().replace("data/stack.tif", "data/stack_typo.tif", 1))
+    result = snakemake(experiment)
+    assert result.returncode != 0
+    assert (
+        "config/samples.tsv row 2 (sample 'stack'): column 'path'" in result.stdout + result.stderr
+    )
+    assert "data/stack_typo.tif' does not exist" in result.stdout + result.stderr
+    assert not (experiment / "results").exists()
+
+
+def test_sample_sheet_with_an_unknown_demo_image_fails_naming_the_row(experiment):
+    sheet = experiment / "config" / "samples.tsv"
+    sheet.write_text(sheet.read_text() + "demo\tdemo:nucleii\t\t\tcontrol\tA03\n")
+    result = snakemake(experiment, "--dry-run")
+    assert result.returncode != 0
+    assert (
+        "row 3 (sample 'demo'): column 'path': demo:nucleii: unknown demo image"
+        in result.stdout + result.stderr
+    )
+
+
+def test_duplicate_sample_name_is_rejected(experiment):
+    sheet = experiment / "config" / "samples.tsv"
+    sheet.write_text(sheet.read_text().replace("stack\tdata", "timelapse\tdata"))
+    result = snakemake(experiment, "--dry-run")
+    assert result.returncode != 0
+    assert "duplicate sample name(s) timelapse" in result.stdout + result.stderr
+
+
+def test_sample_name_that_is_not_a_file_name_is_rejected(experiment):
+    sheet = experiment / "config" / "samples.tsv"
+    sheet.write_text(sheet.read_text().replace("stack\tdata", "my stack\tdata"))
+    result = snakemake(experiment, "--dry-run")
+    assert result.returncode != 0
+    assert "row 2 (sample 'my stack'): key 'sample'" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------ full runs
+
+
+def test_full_run_writes_counts_tables_labels_and_report(finished_run):
+    root, _ = finished_run
+    results = root / "results"
+    counts = pd.read_csv(results / "counts.csv")
+    assert {"sample", "t", "n_cells", "condition", "well"} <= set(counts.columns)
+    per_sample = counts.groupby("sample")["t"].nunique().to_dict()
+    assert per_sample == {"timelapse": 3, "stack": 1}  # time-lapse: 3 frames; Z-stack: one t
+    assert dict(zip(counts["sample"], counts["condition"])) == {
+        "timelapse": "control",
+        "stack": "drug",
+    }
+    for sample in ("timelapse", "stack"):
+        table = pd.read_parquet(results / "cells" / f"{sample}.parquet")
+        assert (results / "cells" / f"{sample}.csv").is_file()
+        assert {"sample", "t", "z", "label", "area", "well", "condition"} <= set(table.columns)
+        assert (table["sample"] == sample).all()
+        assert (results / "images" / f"{sample}.ome.zarr" / "labels" / "cells").is_dir()
+        assert (results / "segment" / f"{sample}.json").is_file()
+        assert (results / "logs" / "predict" / f"{sample}.log").is_file()
+    page = (results / "report.html").read_text()
+    assert "timelapse" in page and "stack" in page and "data:image/png;base64," in page
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    root, _ = finished_run
+    result = snakemake(root, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_killed_run_rerun_with_rerun_incomplete_gives_identical_tables(
+    finished_run, tmp_path, crops
+):
+    reference, _ = finished_run
+    root = make_experiment(tmp_path / "exp", *crops)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
+    cmd += ["--directory", str(root), "--cores", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    # kill the whole run (snakemake and its jobs) as soon as prediction has started
+    while not list((root / "results" / "logs").glob("predict/*.log")):
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (root / "results" / "counts.csv").exists()
+
+    result = snakemake(root, "--rerun-incomplete")
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name in ("cells/timelapse.parquet", "cells/stack.parquet"):
+        expected = pd.read_parquet(reference / "results" / name)
+        pd.testing.assert_frame_equal(pd.read_parquet(root / "results" / name), expected)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(root / "results" / "counts.csv"),
+        pd.read_csv(reference / "results" / "counts.csv"),
+    )
