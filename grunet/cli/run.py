@@ -1,0 +1,45 @@
+"""``grunet run``: image files → labels, per-cell tables and counts, no workflow engine needed."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "run",
+        help="segment, measure and count cells in image files (all stages)",
+        description="Writes OUTDIR/<stem>.ome.zarr (with labels/cells), "
+        "OUTDIR/cells/<stem>.parquet + .csv and OUTDIR/counts.csv.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF / OME-TIFF / zarr files")
+    parser.add_argument("-o", "--outdir", required=True, help="output folder")
+    parser.add_argument("--model", help="checkpoint (default: the small model shipped with grunet)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--axes", help="axes of inputs without metadata, e.g. TYX or ZYX")
+    parser.add_argument("--tile", type=int, help="inference tile size in px")
+    parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    parser.add_argument(
+        "--keep-probabilities", action="store_true", help="keep OUTDIR/<stem>.probs.zarr"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from grunet.pipeline import run_pipeline
+
+    counts = run_pipeline(
+        args.inputs,
+        args.outdir,
+        model=args.model,
+        device=args.device,
+        axes=args.axes,
+        tile=args.tile,
+        batch_size=args.batch_size,
+        keep_probabilities=args.keep_probabilities,
+        overwrite=args.overwrite,
+    )
+    print(counts)
+    return 0
