@@ -643,3 +643,57 @@ def train(
         file=sys.stderr,
     )
     return trainer.fit(stop_after=stop_after)
+
+
+def export_model(
+    run_dir: str | Path, dest: str | Path, *, command: str, notes: dict | None = None
+) -> dict:
+    """Ship a run's ``best.pt`` as a small checkpoint plus a JSON sidecar of its figures.
+
+    The checkpoint's metadata keeps what inference needs (preset, normalisation percentiles,
+    segmentation thresholds) and what provenance needs (data, split, epochs, val metrics, the
+    command that reproduces it); the sidecar ``dest.json`` repeats it with the file's sha256.
+
+    Returns:
+        The sidecar's content.
+    """
+    from grunet import __version__
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    meta, cfg = ckpt.metadata, ckpt.metadata["config"]
+    with open(run_dir / "log.csv") as fh:
+        log = list(csv.DictReader(fh))
+    seconds = sum(float(r["train_seconds"]) + float(r["val_seconds"]) for r in log)
+    val_file = run_dir / "val_metrics.json"
+    val = json.loads(val_file.read_text()) if val_file.exists() else {}
+    shipped = {
+        "grunet_version": __version__,
+        "preset": meta["preset"],
+        "data": {
+            "dataset": Path(cfg["data"]["root"]).name if cfg["data"]["root"] else None,
+            "train_split": cfg["data"]["train_split"],
+            "val_split": cfg["data"]["val_split"],
+            "n_train_images": meta["n_train_images"],
+            "n_val_images": meta["n_val_images"],
+        },
+        "epochs": cfg["epochs"],
+        "best_epoch": meta["epoch"],
+        "steps": meta["steps"],
+        "loss": cfg["loss"],
+        "normalization": meta["normalization"],
+        "segmentation": meta["segmentation"],
+        "val_metrics": val.get("val", meta.get("val_metrics")),
+        "val_metrics_default_thresholds": val.get("val_default_thresholds"),
+        "train_f1_50": val.get("train_f1_50"),
+        "training_minutes": round(seconds / 60, 1),
+        "last_epoch": {k: float(v) for k, v in log[-1].items()},
+        "command": command,
+        "config": cfg,
+        **(notes or {}),
+    }
+    shipped = jsonable(shipped)
+    sha = save_checkpoint(dest, ckpt.build_model(), shipped)
+    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
+    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar

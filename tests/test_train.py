@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -136,3 +137,37 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
     values = [lr_factor(s, 10, 100, 0.01) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_training_reads_ome_zarr_stores_with_labels(tmp_path):
+    from grunet.io import read_image, write_image, write_labels
+
+    root = shared_dataset("dsb2018_fluo")
+    stores = []
+    for i in sorted(p.stem for p in (root / "images").glob("*.tif"))[:2]:
+        tif = tmp_path / f"{i[:8]}.tif"
+        tifffile.imwrite(tif, tifffile.imread(root / "images" / f"{i}.tif")[:64, :64])
+        store = write_image(tmp_path / f"{i[:8]}.ome.zarr", read_image(tif))
+        labels = tifffile.imread(root / "labels" / f"{i}.tif")[:64, :64].astype(np.uint32)
+        write_labels(store, labels[None, None])
+        stores.append(str(store))
+    cfg = load_config(None, {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1})
+    cfg.update(patch_size=64, threads=1)
+    train(cfg, tmp_path / "run", images=stores, labels=stores, device="cpu")
+    meta = load_checkpoint(tmp_path / "run" / "best.pt").metadata
+    assert meta["n_train_images"] == 1 and meta["n_val_images"] == 1
+
+
+def test_export_ships_a_small_checkpoint_with_its_figures(demo_run, tmp_path):
+    from grunet.train import export_model
+
+    dest = tmp_path / "weights" / "model.pt"
+    dest.parent.mkdir()
+    sidecar = export_model(demo_run, dest, command="grunet train -c config/train_demo.yaml")
+    shipped = load_checkpoint(dest)
+    assert shipped.sha256 == sidecar["sha256"]
+    assert dest.stat().st_size < 5_000_000
+    assert shipped.metadata["command"].startswith("grunet train")
+    assert shipped.metadata["normalization"]["percentiles"] == [1.0, 99.8]
+    assert "seed_threshold" in shipped.metadata["segmentation"]
+    assert json.loads(dest.with_suffix(".json").read_text())["best_epoch"] >= 1
