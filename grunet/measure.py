@@ -108,16 +108,35 @@ def _measure_regions(labels: np.ndarray, image: np.ndarray | None, offset, keep=
     return [_region_row(r, offset, n_channels) for r in regions if keep is None or r.label in keep]
 
 
+def _local_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids with ids[0] = 0, int32 local labels 0..k) of a block with arbitrary uint ids."""
+    foreground = labels > 0
+    if not foreground.any():
+        return np.zeros(1, np.int64), np.zeros(labels.shape, np.int32)
+    values = labels[foreground].astype(np.int64)
+    low, high = int(values.min()), int(values.max())
+    if high - low < 4 * labels.size + 2**16:  # a lookup table beats sorting every pixel
+        present = np.zeros(high - low + 1, bool)
+        present[values - low] = True
+        ids = np.concatenate([[0], np.flatnonzero(present) + low])
+        lut = np.cumsum(present, dtype=np.int32)
+        local = np.zeros(labels.shape, np.int32)
+        local[foreground] = lut[values - low]
+        return ids, local
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape).astype(np.int32)
+    if ids[0] != 0:  # index 0 must be background
+        ids, inverse = np.concatenate([[0], ids]), inverse + 1
+    return ids.astype(np.int64), inverse
+
+
 def _block_rows(labels: np.ndarray, image: np.ndarray, origin, internal) -> dict[str, Any]:
     """Measure the cells inside one block; report the ones on internal faces with their bbox.
 
     ``internal`` = (top, bottom, left, right): whether that block face borders another block.
     """
-    ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(labels.shape)
-    if ids[0] != 0:  # local ids 1..k are needed (index 0 = background)
-        ids, inverse = np.concatenate([[0], ids]), inverse + 1
-    boxes = ndi.find_objects(inverse.astype(np.int32))
+    ids, inverse = _local_ids(labels)
+    boxes = ndi.find_objects(inverse)
     inside, crossing = np.zeros(len(ids), bool), {}
     h, w = labels.shape
     for local, box in enumerate(boxes, start=1):
