@@ -32,11 +32,19 @@ class ChannelStats:
     min: float = np.inf
     max: float = -np.inf
     hist: np.ndarray | None = None  # counts, bins defined by the caller
+    hist_offset: int = 0  # exact integer histograms: hist[i] counts the value hist_offset + i
 
     def merge(self, other: ChannelStats) -> ChannelStats:
-        hist = self.hist
-        if other.hist is not None:
-            hist = other.hist.copy() if hist is None else hist + other.hist
+        hist, offset = self.hist, self.hist_offset
+        if other.hist is not None and hist is None:
+            hist, offset = other.hist, other.hist_offset
+        elif other.hist is not None:
+            offset = min(self.hist_offset, other.hist_offset)
+            end = max(self.hist_offset + len(self.hist), other.hist_offset + len(other.hist))
+            merged = np.zeros(end - offset, np.int64)
+            for part, start in ((self.hist, self.hist_offset), (other.hist, other.hist_offset)):
+                merged[start - offset : start - offset + len(part)] += part
+            hist = merged
         return ChannelStats(
             n=self.n + other.n,
             n_nan=self.n_nan + other.n_nan,
@@ -44,6 +52,7 @@ class ChannelStats:
             min=min(self.min, other.min),
             max=max(self.max, other.max),
             hist=hist,
+            hist_offset=offset,
         )
 
 
@@ -79,15 +88,19 @@ def block_stats(
     if values.size:
         stats.min = float(values.min())
         stats.max = float(values.max())
-    if exact_bins is not None:
-        offset, n_bins = exact_bins
-        shifted = values.astype(np.int64) - offset if offset else values
-        stats.hist = np.bincount(shifted, minlength=n_bins).astype(np.int64)
+    if exact_bins is not None and values.size:  # compact: only the block's own value range
+        low = int(stats.min)
+        if values.dtype.kind == "u":
+            counts = np.bincount(values)[low:]
+        else:
+            counts = np.bincount(values.astype(np.int32) - np.int32(low))
+        stats.hist = counts.astype(np.int32)
+        stats.hist_offset = low
     elif edges is not None:
         low, high, n_bins = edges
         if high <= low:
             high = low + 1.0
-        stats.hist = np.histogram(values, bins=n_bins, range=(low, high))[0].astype(np.int64)
+        stats.hist = np.histogram(values, bins=n_bins, range=(low, high))[0].astype(np.int32)
     return stats
 
 
@@ -121,10 +134,10 @@ def percentile_from_histogram(
     stats: ChannelStats,
     percentiles: Sequence[float],
     *,
-    offset: int | None = None,
+    exact: bool = False,
     edges: tuple[float, float, int] | None = None,
 ) -> list[float]:
-    """Percentiles from a histogram: exact for integer bins (``offset``), else within one bin.
+    """Percentiles from a histogram: exact for integer bins (``exact``), else within one bin.
 
     Mirrors ``numpy.percentile``'s default linear interpolation between order statistics.
     """
@@ -136,8 +149,8 @@ def percentile_from_histogram(
 
     def order_statistic(k: int) -> float:  # value of the k-th smallest (0-based)
         b = int(np.searchsorted(cumulative, k, side="right"))
-        if offset is not None:
-            return float(b + offset)
+        if exact:
+            return float(b + stats.hist_offset)
         low, high, n_bins = edges
         if high <= low:
             high = low + 1.0
@@ -215,7 +228,7 @@ def ranges_from_stats(
             ranges.append((0.0, 1.0))
             continue
         if exact is not None:
-            lo, hi = percentile_from_histogram(s, percentiles, offset=exact[0])
+            lo, hi = percentile_from_histogram(s, percentiles, exact=True)
         else:
             lo, hi = percentile_from_histogram(s, percentiles, edges=(s.min, s.max, bins))
         ranges.append((float(lo), float(hi)))

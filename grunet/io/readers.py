@@ -346,10 +346,18 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
         _check_tiff_complete(tif, series, path)
         file_axes = parse_axes(axes, len(shape), path) if axes else _file_axes(series.axes, path)
         pixel_sizes, names = _tiff_metadata(tif, series)
-        array = zarr.open(series.aszarr(level=0), mode="r")
-        if tuple(array.shape) != shape:  # squeezed series
-            array = _Reshaped(array, shape)
-        data = _lazy(array, file_axes, path, native=getattr(array, "chunks", None), keep=tif)
+        contiguous = _contiguous_array(tif, series, path)
+        if contiguous is not None:  # uncompressed: read exactly the requested region
+            native = tuple(
+                n if a == "C" and i == len(shape) - 1 else 1
+                for i, (a, n) in enumerate(zip(file_axes, shape))
+            )
+            data = _lazy(contiguous, file_axes, path, native=native, keep=tif)
+        else:  # compressed / tiled: tifffile's zarr store decodes one strip or tile at a time
+            array = zarr.open(series.aszarr(level=0), mode="r")
+            if tuple(array.shape) != shape:  # squeezed series
+                array = _Reshaped(array, shape)
+            data = _lazy(array, file_axes, path, native=getattr(array, "chunks", None), keep=tif)
     except InputError:
         tif.close()
         raise
@@ -357,6 +365,102 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
         tif.close()
         raise InputError(path, f"cannot read TIFF ({type(err).__name__}: {err})") from None
     return _finish(data, file_axes, path, pixel_sizes, names)
+
+
+class _ContiguousArray:
+    """Uncompressed contiguous TIFF pixel data, read region by region with ``os.pread``.
+
+    Layout (C order): ``(*planes, Y, X, *samples)``. A read of rows y0:y1, columns x0:x1 fetches
+    exactly those bytes (one read per row, or one per plane when whole rows are wanted), so
+    memory stays at the size of the region (tifffile's zarr store would decode a whole
+    single-strip page, e.g. 128 MB for 8k x 8k uint16; a memory map would fault in neighbours).
+    """
+
+    def __init__(self, path: str, offset: int, shape: tuple[int, ...], dtype, row_axis: int):
+        self.path, self.offset, self.shape = path, int(offset), tuple(int(n) for n in shape)
+        self.file_dtype = np.dtype(dtype)
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.row_axis = row_axis
+        inner = self.shape[row_axis + 2 :]
+        self.pixel_bytes = int(np.prod(inner, dtype=np.int64)) * self.file_dtype.itemsize
+        self.row_bytes = self.shape[row_axis + 1] * self.pixel_bytes
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        slices, squeeze = [], []
+        for axis, (k, n) in enumerate(zip(key, self.shape)):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) % n
+                slices.append(slice(k, k + 1))
+                squeeze.append(axis)
+            else:
+                slices.append(slice(*k.indices(n)))
+        if any(sl.step != 1 for sl in slices):  # not used by dask; keep it simple
+            return self[tuple(slice(sl.start, sl.stop) for sl in slices)][
+                tuple(slice(None, None, sl.step) for sl in slices)
+            ]
+        out = self._read(slices)
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    def _read(self, slices: list[slice]) -> np.ndarray:
+        r = self.row_axis
+        lead, rows, cols, inner = slices[:r], slices[r], slices[r + 1], slices[r + 2 :]
+        lead_ranges = [range(sl.start, sl.stop) for sl in lead]
+        n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+        inner_shape = self.shape[r + 2 :]
+        out = np.empty(
+            (*(len(x) for x in lead_ranges), n_rows, n_cols, *inner_shape), self.file_dtype
+        )
+        flat = out.reshape(-1, n_rows, n_cols * self.pixel_bytes // self.file_dtype.itemsize)
+        plane_bytes = self.shape[r] * self.row_bytes
+        whole_rows = n_cols == self.shape[r + 1]
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i, plane in enumerate(np.ndindex(*(len(x) for x in lead_ranges))):
+                index = [rng[j] for rng, j in zip(lead_ranges, plane)]
+                plane_no = int(np.ravel_multi_index(index, self.shape[:r])) if r else 0
+                base = self.offset + plane_no * plane_bytes + rows.start * self.row_bytes
+                if whole_rows:
+                    _pread_into(fd, flat[i], base)
+                else:
+                    start = base + cols.start * self.pixel_bytes
+                    for row in range(n_rows):
+                        _pread_into(fd, flat[i, row], start + row * self.row_bytes)
+        finally:
+            os.close(fd)
+        if inner:
+            out = out[(Ellipsis, *inner)]
+        return out.astype(self.dtype, copy=False)
+
+
+def _pread_into(fd: int, array: np.ndarray, offset: int) -> None:
+    view = memoryview(array).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise OSError(f"unexpected end of file at byte {offset + done}")
+        done += n
+
+
+def _contiguous_array(tif, series, path: str) -> _ContiguousArray | None:
+    """A region reader for uncompressed, contiguous, untiled series; None otherwise."""
+    page = series.keyframe
+    axes = series.axes.upper()
+    if (
+        series.dataoffset is None
+        or page.compression != 1
+        or page.is_tiled
+        or page.fillorder != 1
+        or page.bitspersample != series.dtype.itemsize * 8
+        or not (axes.endswith("YX") or axes.endswith("YXS"))
+        or len(axes) != len(series.shape)
+        or not hasattr(os, "preadv")
+    ):
+        return None
+    dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+    return _ContiguousArray(path, series.dataoffset, tuple(series.shape), dtype, axes.index("Y"))
 
 
 class _Reshaped:
