@@ -310,8 +310,8 @@ def segment_samples(probs: list[np.ndarray], samples: list[Sample], thresholds: 
 def tune_thresholds(
     probs: list[np.ndarray],
     samples: list[Sample],
-    seeds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-    foregrounds: Sequence[float] = (0.3, 0.4, 0.5, 0.6),
+    seeds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
+    foregrounds: Sequence[float] = (0.4, 0.5, 0.6),
 ) -> tuple[dict, float]:
     """Grid search of the segmentation thresholds by pooled F1@IoU0.5 (use training images)."""
     best, best_f1 = {"seed_threshold": 0.5, "foreground_threshold": 0.5}, -1.0

@@ -130,3 +130,20 @@ def test_cli_missing_file_names_it(tmp_path, capsys):
     argv = ["evaluate", "--pred", str(missing), "--truth", str(tmp_path / "a.tif")]
     assert main([*argv, "-o", str(tmp_path / "o")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_cli_reads_ome_zarr_label_stores(tmp_path):
+    from grunet.io import read_image, write_image, write_labels
+
+    truth = squares()
+    tifffile.imwrite(tmp_path / "img.tif", (truth > 0).astype(np.uint8) * 200)
+    store = write_image(tmp_path / "img.ome.zarr", read_image(tmp_path / "img.tif"))
+    pred = truth.copy()
+    pred[pred == 1] = 0
+    write_labels(store, pred.astype(np.uint32)[None, None])
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--pred", str(store), "--truth", str(tmp_path / "truth.tif")]
+    assert main([*argv, "-o", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["thresholds"]["0.5"]["tp"] == 2 and result["thresholds"]["0.5"]["fn"] == 1
