@@ -59,7 +59,7 @@ def channel_column_names(channel_names: Sequence[str]) -> list[str]:
     """Safe, unique column suffixes for channel names ("DAPI", "GFP 2" -> "DAPI", "GFP_2")."""
     out: list[str] = []
     for i, name in enumerate(channel_names):
-        clean = re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_") or f"c{i}"
+        clean = re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_") or f"ch{i}"
         out.append(clean if clean not in out else f"{clean}_{i}")
     return out
 
@@ -279,7 +279,7 @@ def measure_stack(
     Args:
         labels: (T, 1, Z, Y, X) or (T, Z, Y, X) labels (numpy or dask).
         image: (T, C, Z, Y, X) intensities or None (no intensity columns).
-        channel_names: one per channel (default c0, c1, ...).
+        channel_names: one per channel (default ch0, ch1, ...).
         pixel_sizes: {"y": um, "x": um, ...}; missing sizes give NaN µm columns.
         sample: value of the ``sample`` column; metadata: extra constant columns.
         block: YX block size (default: the dask chunks; numpy: whole planes).
@@ -298,7 +298,7 @@ def measure_stack(
     n_channels = 0 if image is None else image.shape[1]
     if image is not None and (image.shape[0], *image.shape[2:]) != tuple(labels.shape):
         raise ValueError(f"image {image.shape} does not match labels {labels.shape}")
-    names = list(channel_names) if channel_names else [f"c{i}" for i in range(n_channels)]
+    names = list(channel_names) if channel_names else [f"ch{i}" for i in range(n_channels)]
     channels = channel_column_names(names)
     pixel_sizes = pixel_sizes or {}
     frames = []

@@ -42,6 +42,7 @@ from grunet.atomic import check_output_free
 from grunet.errors import InputError
 
 UINT32_MAX = np.iinfo(np.uint32).max
+MAX_BLOCK_VOXELS = 2**24  # default 3D blocks (all of Z) are cut in YX to about this many voxels
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,10 @@ def _as_dask(probs, block: int | tuple[int, int] | None, three_d: bool) -> da.Ar
     """(T, 3, Z, Y, X) dask array rechunked to blocks (1, 3, 1|Z, by, bx)."""
     arr = probs if isinstance(probs, da.Array) else da.from_array(np.asarray(probs), chunks=-1)
     T, C, Z, Y, X = arr.shape
-    if block is None:
+    if block is None and three_d and Z * max(arr.chunks[3]) * max(arr.chunks[4]) > MAX_BLOCK_VOXELS:
+        side = max(int(np.sqrt(MAX_BLOCK_VOXELS / Z)), 128)  # whole-Z blocks stay ~64 MiB/array
+        cy, cx = side, side
+    elif block is None:
         cy, cx = arr.chunks[3], arr.chunks[4]
     else:
         by, bx = (block, block) if np.isscalar(block) else block
@@ -269,7 +273,8 @@ def segment_probabilities(
     Args:
         probs: (T, 3, Z, Y, X) background/interior/boundary probabilities (numpy or dask).
         options: thresholds and sizes (:class:`SegmentOptions`).
-        block: YX block size (int or (by, bx)); None keeps the dask chunks (numpy: one block).
+        block: YX block size (int or (by, bx)); None keeps the dask chunks (numpy: one block),
+            except that 3D blocks (all of Z) are cut to about ``MAX_BLOCK_VOXELS`` voxels.
         three_d: seeds and growth across z (default: Z > 1); else every (t, z) plane alone.
         first_id: ids start at ``first_id + 1`` (to continue numbering of another stack).
 

@@ -75,3 +75,25 @@ def test_unreadable_input_error_names_the_file(tmp_path, capsys):
     bad.write_text("not parquet")
     assert main(["count", str(bad), "-o", str(tmp_path / "c.csv")]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_empty_image_gives_zero_cells_through_segment_measure_count(tmp_path, nuclei_3d):
+    """A real image whose probabilities say "all background": valid empty outputs, no error."""
+    from grunet import io as gio
+    from grunet.io import ImageStack
+    from grunet.measure import measure_store, table_columns
+    from grunet.segment import segment_store
+
+    image = nuclei_3d[0][None, None, 28:31, :96, :80]  # (T=1, C=1, Z=3, Y, X): a 3D stack
+    store = gio.write_image(tmp_path / "E.ome.zarr", ImageStack(image), chunks=64)
+    probs = np.zeros((1, 3, 3, 96, 80), np.float16)
+    probs[:, 0] = 1
+    probs_path = gio.write_array(tmp_path / "E.probs.zarr", probs, name="probs")
+    segment_store(probs_path, store)
+    assert not gio.read_labels(store).compute().any()
+    table_path = measure_store(store, tmp_path / "cells" / "E.parquet", metadata={"well": "D4"})
+    table = pd.read_parquet(table_path)
+    assert len(table) == 0 and list(table.columns) == [*table_columns(["ch0"]), "well"]
+    assert main(["count", str(table_path), "-o", str(tmp_path / "E.csv")]) == 0
+    counts = pd.read_csv(tmp_path / "E.csv")
+    assert counts.to_dict("records") == [{"sample": "E", "t": 0, "n_cells": 0, "well": "D4"}]

@@ -87,7 +87,7 @@ def test_chunked_table_equals_regionprops_on_crowded_image():
     image = tifffile.imread(root / "images" / f"{name}.tif")[None]
     assert crossing_cells(labels, 128) > 30
     table = measure_stack(labels[None, None], image[None, :, None], block=128)
-    assert_equals_regionprops(table, labels, image, ["c0"])
+    assert_equals_regionprops(table, labels, image, ["ch0"])
 
 
 def test_cell_in_pieces_across_blocks_is_one_row(plane):
@@ -99,7 +99,7 @@ def test_cell_in_pieces_across_blocks_is_one_row(plane):
     labels[labels == last] = first  # two real nuclei far apart now share one id
     table = measure_stack(labels[None, None], image[None, :, None], block=64)
     assert (table["label"] == first).sum() == 1
-    assert_equals_regionprops(table, labels, image, ["c0", "c1"])
+    assert_equals_regionprops(table, labels, image, ["ch0", "ch1"])
 
 
 def test_rows_per_cell_and_plane_for_3d_labels(nuclei_3d):
@@ -115,7 +115,7 @@ def test_rows_per_cell_and_plane_for_3d_labels(nuclei_3d):
 
 def test_empty_labels_give_an_empty_table_with_all_columns():
     table = measure_stack(np.zeros((2, 1, 1, 70, 90), np.uint32), np.ones((2, 1, 1, 70, 90)))
-    assert len(table) == 0 and list(table.columns) == table_columns(["c0"])
+    assert len(table) == 0 and list(table.columns) == table_columns(["ch0"])
 
 
 @pytest.fixture()
