@@ -76,36 +76,36 @@ def table_columns(channel_names: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- one region / block
 
 
-def _region_row(region, offset: tuple[int, int], n_channels: int) -> dict[str, Any]:
-    """Measurements of one skimage region whose coordinates are shifted by ``offset``."""
+FIELDS = ["label", *POSITION_COLUMNS[:2], *POSITION_COLUMNS[4:], *SHAPE_COLUMNS]
+INTENSITY_KEYS = ("intensity_mean", "intensity_min", "intensity_max")
+
+
+def _region_row(region, offset: tuple[int, int], n_channels: int) -> np.ndarray:
+    """One cell as a float64 vector: FIELDS, then mean, min, max, sum per channel.
+
+    Every integer (label < 2**32, bbox, area) is exact in float64.
+    """
     y0, x0, y1, x1 = region.bbox
     cy, cx = region.centroid  # includes the offset (regionprops(offset=...))
-    row = {
-        "label": int(region.label),
-        "centroid_y": float(cy),
-        "centroid_x": float(cx),
-        "bbox_min_y": y0 + offset[0],
-        "bbox_min_x": x0 + offset[1],
-        "bbox_max_y": y1 + offset[0],
-        "bbox_max_x": x1 + offset[1],
-    }
-    for column, prop in SHAPE_COLUMNS.items():
-        row[column] = float(region[prop])
+    head = [region.label, cy, cx, y0 + offset[0], x0 + offset[1], y1 + offset[0], x1 + offset[1]]
+    row = np.empty(len(FIELDS) + 4 * n_channels, np.float64)
+    row[: len(head)] = head
+    row[len(head) : len(FIELDS)] = [region[prop] for prop in SHAPE_COLUMNS.values()]
     if n_channels:
+        intensity = [np.atleast_1d(region[key]) for key in INTENSITY_KEYS]
         values = region.image_intensity[region.image]  # (n_pixels, C)
-        row["_mean"] = np.atleast_1d(region.intensity_mean)
-        row["_min"] = np.atleast_1d(region.intensity_min)
-        row["_max"] = np.atleast_1d(region.intensity_max)
-        row["_sum"] = values.astype(np.float64).sum(axis=0).reshape(-1)
+        intensity.append(values.astype(np.float64).sum(axis=0).reshape(-1))
+        row[len(FIELDS) :] = np.concatenate(intensity)
     return row
 
 
-def _measure_regions(labels: np.ndarray, image: np.ndarray | None, offset, keep=None):
+def _measure_regions(labels: np.ndarray, image: np.ndarray | None, offset) -> np.ndarray:
     """Rows for the regions of a (Y, X) label array; ``image`` is (C, Y, X) or None."""
     intensity = None if image is None else np.moveaxis(image, 0, -1)
     regions = regionprops(labels, intensity, offset=np.asarray(offset))
     n_channels = 0 if image is None else image.shape[0]
-    return [_region_row(r, offset, n_channels) for r in regions if keep is None or r.label in keep]
+    rows = [_region_row(r, offset, n_channels) for r in regions]
+    return np.stack(rows) if rows else np.zeros((0, len(FIELDS) + 4 * n_channels))
 
 
 def _local_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,15 +158,14 @@ def _block_rows(labels: np.ndarray, image: np.ndarray, origin, internal) -> dict
             inside[local] = True
     local = np.where(inside[inverse], inverse, 0).astype(np.int32)
     rows = _measure_regions(local, image, origin)
-    for row in rows:
-        row["label"] = int(ids[row["label"]])
+    rows[:, 0] = ids[rows[:, 0].astype(np.int64)]
     return {"rows": rows, "crossing": crossing}
 
 
-def _crossing_row(label: int, labels_crop: np.ndarray, image_crop, offset) -> dict[str, Any]:
+def _crossing_row(label: int, labels_crop: np.ndarray, image_crop, offset) -> np.ndarray:
     mask = (labels_crop == label).astype(np.uint8)
     (row,) = _measure_regions(mask, image_crop, offset)
-    row["label"] = label
+    row[0] = label
     return row
 
 
@@ -182,7 +181,7 @@ def measure_plane(
     image=None,
     *,
     block: int | tuple[int, int] | None = None,
-) -> list[dict[str, Any]]:
+) -> np.ndarray:
     """Per-cell rows of one (Y, X) label plane (numpy or dask), block by block.
 
     Args:
@@ -191,8 +190,8 @@ def measure_plane(
         block: YX block size; None keeps the dask chunks (numpy: the whole plane at once).
 
     Returns:
-        One dict per cell (keys: label, centroid, bbox, shape columns and per-channel arrays
-        ``_mean``, ``_min``, ``_max``, ``_sum``), sorted by label; equal to whole-plane values.
+        (n_cells, len(FIELDS) + 4 C) float64 array, one row per cell sorted by label: FIELDS,
+        then per channel mean, min, max and integrated intensity; equal to whole-plane values.
     """
     labels = labels if isinstance(labels, da.Array) else da.from_array(np.asarray(labels), -1)
     if image is not None:
@@ -209,57 +208,55 @@ def measure_plane(
         img = None if image is None else image[(slice(None), *sl)]
         tasks.append(dask.delayed(_block_rows)(labels.blocks[i, j], img, (ys[i], xs[j]), internal))
     parts = dask.compute(*tasks)
-    found: dict[int, list[dict]] = {}
+    found: dict[int, list[np.ndarray]] = {}
     boxes: dict[int, list] = {}
     for part in parts:
         for row in part["rows"]:
-            found.setdefault(row["label"], []).append(row)
+            found.setdefault(int(row[0]), []).append(row)
         for label, box in part["crossing"].items():
             boxes.setdefault(label, []).append(box)
-    rows: dict[int, dict] = {}
+    rows: dict[int, np.ndarray] = {}
     for label, measured in found.items():
         if len(measured) == 1 and label not in boxes:
             rows[label] = measured[0]
         else:  # pixels in several blocks (a disconnected cross-section): measure it whole
-            boxes.setdefault(label, []).extend(
-                (r["bbox_min_y"], r["bbox_min_x"], r["bbox_max_y"], r["bbox_max_x"])
-                for r in measured
-            )
+            boxes.setdefault(label, []).extend(tuple(r[3:7].astype(np.int64)) for r in measured)
     crops = []
     for label, parts_ in boxes.items():
-        b = np.asarray(parts_)
+        b = np.asarray(parts_, np.int64)
         y0, x0, y1, x1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
         sl = (slice(y0, y1), slice(x0, x1))
         img = None if image is None else image[(slice(None), *sl)]
         crops.append(dask.delayed(_crossing_row)(label, labels[sl], img, (y0, x0)))
     for row in dask.compute(*crops):
-        rows[row["label"]] = row
-    return [rows[k] for k in sorted(rows)]
+        rows[int(row[0])] = row
+    width = len(FIELDS) + 4 * (0 if image is None else image.shape[0])
+    return np.stack([rows[k] for k in sorted(rows)]) if rows else np.zeros((0, width))
 
 
-def _plane_frame(rows, channels: list[str], t: int, z: int, pixel_sizes) -> pd.DataFrame:
+def _plane_frame(rows: np.ndarray, channels: list[str], t: int, z: int, pixel_sizes):
     py = pixel_sizes.get("y") or np.nan
     px = pixel_sizes.get("x") or np.nan
+    columns = dict(zip(FIELDS, rows.T))
     frame = pd.DataFrame(
         {
             "t": np.full(len(rows), t, np.int32),
             "z": np.full(len(rows), z, np.int32),
-            "label": np.array([r["label"] for r in rows], np.uint32),
-            **{
-                key: np.array([r[key] for r in rows], np.float64)
-                for key in ("centroid_y", "centroid_x")
-            },
-            **{key: np.array([r[key] for r in rows], np.int64) for key in POSITION_COLUMNS[4:]},
-            **{key: np.array([r[key] for r in rows], np.float64) for key in SHAPE_COLUMNS},
+            "label": columns["label"].astype(np.uint32),
+            "centroid_y": columns["centroid_y"],
+            "centroid_x": columns["centroid_x"],
+            "centroid_y_um": columns["centroid_y"] * py,
+            "centroid_x_um": columns["centroid_x"] * px,
+            **{key: columns[key].astype(np.int64) for key in POSITION_COLUMNS[4:]},
+            "area": columns["area"].astype(np.int64),
+            "area_um2": columns["area"] * (py * px),
+            **{key: columns[key] for key in list(SHAPE_COLUMNS)[1:]},
         }
     )
-    frame["centroid_y_um"] = frame["centroid_y"] * py
-    frame["centroid_x_um"] = frame["centroid_x"] * px
-    frame["area"] = frame["area"].astype(np.int64)
-    frame["area_um2"] = frame["area"] * (py * px)
-    for prefix, key in zip(INTENSITY_COLUMNS, ("_mean", "_min", "_max", "_sum")):
+    n = len(channels)
+    for k, prefix in enumerate(INTENSITY_COLUMNS):
         for c, name in enumerate(channels):
-            frame[f"{prefix}_{name}"] = np.array([r[key][c] for r in rows], np.float64)
+            frame[f"{prefix}_{name}"] = rows[:, len(FIELDS) + k * n + c]
     return frame
 
 
@@ -306,7 +303,9 @@ def measure_stack(
         plane_image = None if image is None else image[t, :, z]
         rows = measure_plane(labels[t, z], plane_image, block=block)
         frames.append(_plane_frame(rows, channels, t, z, pixel_sizes))
-    table = pd.concat(frames, ignore_index=True) if frames else _plane_frame([], channels, 0, 0, {})
+    if not frames:
+        frames = [_plane_frame(np.zeros((0, len(FIELDS) + 4 * n_channels)), channels, 0, 0, {})]
+    table = pd.concat(frames, ignore_index=True)
     table.insert(0, "sample", pd.Series([sample] * len(table), dtype=object))
     for key, value in (metadata or {}).items():
         if key in table.columns:
