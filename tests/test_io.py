@@ -210,3 +210,107 @@ def test_write_array_roundtrip_keeps_chunks_and_attrs(tmp_path):
     assert attrs["tile"] == 16 and "version" in attrs
     with pytest.raises(InputError, match="has no array 'labels'"):
         read_array(out, "labels")
+
+
+def test_plain_zarr_array_uses_dimension_names(tmp_path, crop):
+    path = tmp_path / "plain.zarr"
+    array = zarr.create_array(
+        str(path),
+        shape=(2, 8, 64, 80),
+        chunks=(1, 1, 32, 32),
+        dtype="u2",
+        dimension_names=list("czyx"),
+    )
+    array[:] = np.stack([crop, crop // 2])
+    stack = read_image(path)
+    assert stack.shape == (1, 2, 8, 64, 80)
+    np.testing.assert_array_equal(stack.data[0, 1].compute(), crop // 2)
+    assert read_image(path, axes="TZYX").shape == (2, 1, 8, 64, 80)
+
+
+def test_ome_zarr_v04_input_keeps_axes_and_pixel_sizes(tmp_path, crop):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image as ome_write_image
+
+    path = tmp_path / "v04.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    ome_write_image(
+        crop,
+        group,
+        axes="zyx",
+        fmt=FormatV04(),
+        scale={"z": 2.0, "y": 0.4, "x": 0.4},
+        axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+        scale_factors=[2],
+    )
+    stack = read_image(path)
+    assert stack.shape == (1, 1, 8, 64, 80)
+    np.testing.assert_array_equal(stack.data[0, 0].compute(), crop)
+    assert stack.pixel_sizes == {"t": None, "z": 2.0, "y": 0.4, "x": 0.4}
+    out = write_image(tmp_path / "canon.ome.zarr", stack)
+    assert open_store(out).pixel_sizes["z"] == 2.0
+
+
+def test_npy_input_is_memory_mapped_and_read(tmp_path, crop):
+    path = tmp_path / "stack.npy"
+    np.save(path, crop)
+    stack = read_image(path)
+    assert stack.shape == (1, 1, 8, 64, 80)
+    np.testing.assert_array_equal(stack.data[0, 0].compute(), crop)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "axes", "shape"),
+    [
+        ({"photometric": "rgb"}, "YXS", (1, 3, 1, 64, 80)),
+        ({"photometric": "rgb", "planarconfig": "separate"}, "SYX", (1, 3, 1, 64, 80)),
+        ({"byteorder": ">", "photometric": "minisblack"}, "QYX", (1, 1, 3, 64, 80)),
+        ({"compression": "zlib", "tile": (32, 32), "photometric": "minisblack"}, "QYX", None),
+    ],
+)
+def test_tiff_layouts_read_region_by_region(tmp_path, crop, kwargs, axes, shape):
+    data = crop[:3].astype(np.uint8) if "rgb" in kwargs.values() else crop[:3]
+    if axes == "YXS":
+        data = np.moveaxis(data, 0, -1)
+    path = tmp_path / "layout.tif"
+    tifffile.imwrite(path, data, **kwargs)
+    stack = read_image(path)
+    assert stack.shape == (shape or (1, 1, 3, 64, 80))
+    whole = stack.data.compute()
+    expected = data if axes != "YXS" else np.moveaxis(data, -1, 0)
+    np.testing.assert_array_equal(whole.reshape(expected.shape), expected)
+    np.testing.assert_array_equal(stack.data[..., 5:37, 9:50].compute(), whole[..., 5:37, 9:50])
+
+
+def test_int16_input_keeps_dtype_and_exact_ranges(tmp_path, crop):
+    signed = crop.astype(np.int32) // 4 - 500
+    stack = ImageStack(da.from_array(signed.astype(np.int16)[None, None], chunks=(1, 1, 2, 32, 32)))
+    out = write_image(tmp_path / "s.ome.zarr", stack)
+    stored = open_store(out)
+    assert stored.dtype == np.int16
+    assert stored.normalization_ranges[0] == tuple(np.percentile(signed, (1, 99.8)))
+
+
+def test_demo_images_resolve_with_their_axes():
+    assert read_image("demo:nuclei_timelapse").shape == (30, 1, 1, 511, 511)
+    assert read_image("demo:nuclei_3d").shape == (1, 1, 60, 256, 256)
+    labels = read_image("demo:nuclei_3d_labels")
+    assert labels.shape == (1, 1, 60, 256, 256) and labels.dtype == np.uint32
+
+
+def test_zarr_input_is_not_modified(tmp_path, crop):
+    import hashlib
+
+    path = tmp_path / "in.zarr"
+    zarr.create_array(str(path), shape=crop.shape, chunks=(1, 32, 32), dtype="u2")[:] = crop
+
+    def digest():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [
+            (p.name, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in files
+        ]
+
+    before = digest()
+    write_image(tmp_path / "out.ome.zarr", read_image(path))
+    assert digest() == before

