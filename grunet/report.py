@@ -28,6 +28,7 @@ from grunet.atomic import atomic_output
 from grunet.errors import InputError
 
 OVERLAY_MAX_SIZE = 512  # overlays are subsampled to at most this many pixels per side
+OVERLAY_MIN_WIDTH = 256  # smaller overlays are shown enlarged (nearest neighbour) to this width
 PACKAGES = (
     "grunet",
     "torch",
@@ -212,9 +213,10 @@ def _figure(img: str, caption: str) -> str:
     return f"<figure>{img}<figcaption>{_esc(caption)}</figcaption></figure>"
 
 
-def _img_tag(png: bytes, alt: str = "") -> str:
+def _img_tag(png: bytes, alt: str = "", width: int | None = None) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f"<img alt='{_esc(alt)}' src='data:image/png;base64,{data}'>"
+    size = f" width='{width}' style='image-rendering: pixelated'" if width else ""
+    return f"<img alt='{_esc(alt)}'{size} src='data:image/png;base64,{data}'>"
 
 
 def _esc(value) -> str:
@@ -264,13 +266,15 @@ def _section_summary(counts: pd.DataFrame, cells: pd.DataFrame, stores: dict, gr
         rows.append(row)
     total = int(counts["n_cells"].sum())
     return (
-        f"<h2>Samples</h2><p>{len(rows)} samples, {total} cells counted over all frames "
-        f"({len(cells)} rows in the per-cell tables).</p>" + _table(pd.DataFrame(rows))
+        f"<h2>Samples</h2><p>{len(rows)} samples; cell counts summed over all time points: "
+        f"{total}; {len(cells)} rows (cell × plane) in the per-cell tables.</p>"
+        + _table(pd.DataFrame(rows))
     )
 
 
 def _section_counts(counts: pd.DataFrame, group_by) -> str:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for sample, group in counts.groupby("sample", sort=False):
@@ -278,6 +282,7 @@ def _section_counts(counts: pd.DataFrame, group_by) -> str:
         marker = "o" if len(group) < 20 else None
         ax.plot(group["t"], group["n_cells"], marker=marker, label=str(sample))
     ax.set_xlabel("time point t")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("cells")
     ax.legend(fontsize="small", loc="best")
     parts = ["<h2>Cell counts</h2>", _figure(_png(fig), "Cells per time point, per sample")]
@@ -290,6 +295,7 @@ def _section_counts(counts: pd.DataFrame, group_by) -> str:
             ax.plot(t, group["mean"], marker="o" if len(t) < 20 else None, label=f"{name} (n={n})")
             ax.fill_between(t, group["min"], group["max"], alpha=0.2)
         ax.set_xlabel("time point t")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cells (mean; band: min-max over samples)")
         ax.legend(fontsize="small", loc="best")
         parts.append(_figure(_png(fig), f"Cells per time point, per {group_by}"))
@@ -340,6 +346,8 @@ def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int) -> str:
         n_t, _, n_z, n_y, n_x = image.shape
         step = max(1, math.ceil(max(n_y, n_x) / OVERLAY_MAX_SIZE))
         z = n_z // 2
+        shown = math.ceil(n_x / step)
+        width = OVERLAY_MIN_WIDTH if shown < OVERLAY_MIN_WIDTH else None  # enlarge small crops
         ranges = (_grunet_attrs(store).get("normalization") or {}).get("ranges") or [None]
         times = sorted({round(i * (n_t - 1) / max(frames - 1, 1)) for i in range(min(frames, n_t))})
         parts.append(f"<h3>{_esc(sample)}</h3>")
@@ -355,7 +363,7 @@ def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int) -> str:
             )
             caption = f"t={t}" + (f", z={z}" if n_z > 1 else "") + f": {n} cells"
             parts.append(
-                f"<figure>{_img_tag(_overlay(plane, mask, rng), caption)}"
+                f"<figure>{_img_tag(_overlay(plane, mask, rng), caption, width)}"
                 f"<figcaption>{_esc(caption)}</figcaption></figure>"
             )
     return "".join(parts)

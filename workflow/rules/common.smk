@@ -241,13 +241,24 @@ def get_predict_options(wildcards):
             option("--halo", p["halo"]),
             option("--batch-size", p["batch_size"]),
             option("--device", p["device"]),
+            option("--compile", p["compile"]),
         )
         if o
     )
 
 
 def get_segment_options(wildcards):
-    return option("--min-size", config["segment"]["min_size"])
+    s = config["segment"]
+    return " ".join(
+        o
+        for o in (
+            option("--min-size", s["min_size"]),
+            option("--mode", s["mode"]),
+            option("--seed-threshold", s["seed_threshold"]),
+            option("--foreground-threshold", s["foreground_threshold"]),
+        )
+        if o
+    )
 
 
 def get_meta_options(wildcards):
