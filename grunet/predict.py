@@ -411,7 +411,9 @@ class Predictor:
         if image.ndim != 3 or min(image.shape) == 0:
             raise InputError(None, f"predict_plane expects a (C, Y, X) image, got {image.shape}")
         self.check_channels(image.shape[0], None)
-        tile, halo = check_tiling(tile or self.tile, self.halo if halo is None else halo)
+        tile, halo = check_tiling(
+            self.tile if tile is None else tile, self.halo if halo is None else halo
+        )
         saved = self.tile, self.halo
         self.tile, self.halo = tile, halo
         try:
@@ -557,7 +559,7 @@ def predict_store(
     options = {}
     if tile is not None or halo is not None:
         options["tile"], options["halo"] = check_tiling(
-            tile or DEFAULT_TILE, DEFAULT_HALO if halo is None else halo
+            DEFAULT_TILE if tile is None else tile, DEFAULT_HALO if halo is None else halo
         )
     predictor = _as_predictor(model, device, compile=compile, **options)
     if options:  # also when handed a ready Predictor

@@ -1,0 +1,67 @@
+"""The inference fast path: agrees with fp32, falls back cleanly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from grunet.model import SMALL, GRUUNet
+from grunet.preprocess import normalize_channels
+from grunet.runtime import COMPILE_MIN_PIXELS, prepare_model, should_compile
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fast_path_agrees_with_fp32_on_a_real_image(nuclei_timelapse):
+    """bf16 channels-last vs fp32 argmax agreement ≥ 99.5% (the shipped model when present)."""
+    from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint
+
+    if SHIPPED_MODEL.is_file():
+        model = load_checkpoint().build_model()
+    else:
+        torch.manual_seed(0)
+        model = GRUUNet(SMALL).eval()
+    image = normalize_channels(nuclei_timelapse[3, :192, :256][None])
+    x = torch.from_numpy(image[None].copy())
+    reference = prepare_model(model, "cpu", fast=False)(x)
+    fast = prepare_model(model, "cpu", fast=True, compile=False)
+    out = fast(x)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    agreement = (out.argmax(1) == reference.argmax(1)).float().mean().item()
+    assert agreement >= 0.995, agreement
+    diff = (out.softmax(1) - reference.softmax(1)).abs().max().item()
+    assert diff < 0.25
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    torch.manual_seed(0)
+    model = GRUUNet(SMALL.replace(encoder_widths=(8, 8), decoder_widths=(8,), hidden=4)).eval()
+
+    def broken_compile(*args, **kwargs):
+        def compiled(x):
+            raise RuntimeError("inductor: no working C++ compiler found")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    prepared = prepare_model(model, "cpu", fast=True, compile=True)
+    x = torch.rand(1, 1, 32, 32)
+    with pytest.warns(RuntimeWarning, match="running the model eagerly"):
+        out = prepared(x)
+    assert not prepared.compiled
+    np.testing.assert_array_equal(out.numpy(), prepared(x).numpy())
+
+
+def test_compile_auto_only_for_large_jobs():
+    cpu = torch.device("cpu")
+    assert not should_compile(cpu, "auto", None)
+    assert not should_compile(cpu, "auto", 511 * 511 * 30)  # the demo time-lapse
+    assert should_compile(cpu, True, None)
+    assert not should_compile(cpu, False, 10 * COMPILE_MIN_PIXELS)
