@@ -20,7 +20,12 @@ class TqdmCallback(Callback):
     def _start_state(self, dsk, state):
         total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
         self.bar = tqdm(
-            total=total, desc=self.desc, unit="task", file=sys.stderr, disable=not self.enabled
+            total=total,
+            desc=self.desc,
+            unit="task",
+            file=sys.stderr,
+            disable=not self.enabled,
+            mininterval=0.2 if sys.stderr.isatty() else 30.0,  # keep workflow logs short
         )
 
     def _posttask(self, key, result, dsk, state, worker_id):

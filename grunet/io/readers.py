@@ -303,16 +303,13 @@ def _tiff_metadata(tif, series) -> tuple[dict, list[str]]:
             return sizes, names
     if tif.is_imagej and tif.imagej_metadata is not None:
         meta = tif.imagej_metadata
-        unit = meta.get("unit")
-        unit = "um" if unit in (None, "micron", "\\u00B5m") else unit
-        y, x = _resolution_um(page, unit) if unit not in ("pixel", "") else (None, None)
-        names = meta.get("Labels") if isinstance(meta.get("Labels"), list) else []
-        return {
-            "x": x,
-            "y": y,
-            "z": length_um(meta.get("spacing"), unit),
-            "t": time_s(meta.get("finterval"), meta.get("tunit", "s")),
-        }, []
+        unit = meta.get("unit")  # absent or "pixel": not calibrated
+        unit = "um" if unit in ("micron", "\\u00B5m") else unit
+        calibrated = unit not in (None, "", "pixel", "pixels")
+        y, x = _resolution_um(page, unit) if calibrated else (None, None)
+        z = length_um(meta.get("spacing"), unit) if calibrated else None
+        t = time_s(meta.get("finterval"), meta.get("tunit", "s"))
+        return {"x": x, "y": y, "z": z, "t": t}, []
     y, x = _resolution_um(page)
     return {"x": x, "y": y, "z": None, "t": None}, []
 
