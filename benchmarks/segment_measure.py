@@ -6,8 +6,8 @@ the table measured block by block) with a single in-memory pass of ``scipy.ndima
 nuclei: the most crowded DSB2018 fluorescence image (../shared/data) or, without it, a plane of
 napari's 3D nuclei, tiled to the requested sizes; probabilities are derived from their labels.
 
-Peak memory is the tracemalloc peak (numpy buffers included) of each path, plus the in-memory
-inputs for the baseline; the chunked path's should stay flat as the image grows.
+Each path runs in its own process; memory is the peak RSS it adds (the baseline's in-memory inputs
+included). The chunked path's should stay flat as the image grows; the baseline's grows with it.
 
     python benchmarks/segment_measure.py --sizes 1024 2048 4096 --block 1024 --threads 2
 """
@@ -15,10 +15,13 @@ inputs for the baseline; the chunked path's should stay flat as the image grows.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-import tracemalloc
 from pathlib import Path
 
 import dask
@@ -76,30 +79,77 @@ def tiled(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray,
     return np.concatenate(img_rows)[:size, :size], np.concatenate(lab_rows)[:size, :size]
 
 
-def baseline(probs: np.ndarray, image: np.ndarray) -> tuple[float, int]:
-    start = time.perf_counter()
-    labels, _ = ndi.label(probs[1] > 0.5)
-    table = regionprops_table(labels, image[..., None], properties=PROPERTIES)
-    return time.perf_counter() - start, len(table["label"])
+class RssPeak:
+    """Peak resident memory (MiB) above the level at start, sampled every 2 ms in a thread."""
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+    def _sample(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def chunked(folder: Path, block: int) -> tuple[float, int]:
-    probs = da.from_zarr(str(folder / "probs.zarr"))
-    image = da.from_zarr(str(folder / "image.zarr"))
-    start = time.perf_counter()
-    labels = segment_probabilities(probs, block=block)
-    labels.to_zarr(str(folder / "labels.zarr"), overwrite=True)
-    table = measure_stack(da.from_zarr(str(folder / "labels.zarr")), image, block=block)
-    return time.perf_counter() - start, len(table)
+def run_child(kind: str, folder: Path, block: int, threads: int) -> dict:
+    """One path in this (fresh) process: seconds, added peak RSS (MiB), cells found."""
+    dask.config.set(scheduler="threads", num_workers=threads)
+    with RssPeak() as memory:
+        if kind == "baseline":  # the single in-memory pass holds its inputs (not timed)
+            interior = zarr.open_array(str(folder / "probs.zarr"), mode="r")[0, 1, 0]
+            image = zarr.open_array(str(folder / "image.zarr"), mode="r")[0, 0, 0]
+            start = time.perf_counter()
+            labels, _ = ndi.label(interior > 0.5)
+            table = regionprops_table(labels, image[..., None], properties=PROPERTIES)
+            cells = len(table["label"])
+        else:
+            start = time.perf_counter()
+            probs = da.from_zarr(str(folder / "probs.zarr"))
+            segment_probabilities(probs, block=block).to_zarr(str(folder / "labels.zarr"))
+            labels = da.from_zarr(str(folder / "labels.zarr"))
+            image = da.from_zarr(str(folder / "image.zarr"))
+            cells = len(measure_stack(labels, image, block=block))
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "mib": memory.mib, "cells": cells}
 
 
-def traced(fn, *args):
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    result = fn(*args)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return result, peak / 2**20
+def child(kind: str, folder: Path, block: int, threads: int) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--folder", str(folder)]
+    command += ["--block", str(block), "--threads", str(threads)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def write_inputs(folder: Path, image: np.ndarray, probs: np.ndarray, block: int) -> None:
+    size = image.shape[-1]
+    chunks = (1, 1, 1, block, block)
+    z = zarr.open_array(
+        str(folder / "probs.zarr"), mode="w", shape=(1, 3, 1, size, size),
+        chunks=(1, 3, 1, block, block), dtype=np.float16,
+    )  # fmt: skip
+    z[0, :, 0] = probs
+    zi = zarr.open_array(
+        str(folder / "image.zarr"), mode="w", shape=(1, 1, 1, size, size), chunks=chunks,
+        dtype=image.dtype,
+    )  # fmt: skip
+    zi[0, 0, 0] = image
 
 
 def main() -> None:
@@ -107,43 +157,28 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--block", type=int, default=1024, help="chunk/block size (px)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", choices=("baseline", "grunet"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child, args.folder, args.block, args.threads)))
+        return
     image0, labels0, source = real_plane()
-    print(f"data: {source}; block {args.block}; {args.threads} threads")
-    print("size     MPix  base s  base MPix/s  base MiB | grunet s  MPix/s  MiB   ratio  cells")
-    with dask.config.set(scheduler="threads", num_workers=args.threads):
-        for size in args.sizes:
-            image, labels = tiled(image0, labels0, size)
-            probs = probs_from_labels(labels)
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                chunks = (1, 3, 1, args.block, args.block)
-                z = zarr.open_array(
-                    str(folder / "probs.zarr"),
-                    mode="w",
-                    shape=(1, 3, 1, size, size),
-                    chunks=chunks,
-                    dtype=np.float16,
-                )
-                z[0, :, 0] = probs
-                zi = zarr.open_array(
-                    str(folder / "image.zarr"),
-                    mode="w",
-                    shape=(1, 1, 1, size, size),
-                    chunks=(1, 1, 1, args.block, args.block),
-                    dtype=image.dtype,
-                )
-                zi[0, 0, 0] = image
-                (base_s, base_n), base_mib = traced(baseline, probs, image)
-                base_mib += (probs.nbytes + image.nbytes) / 2**20  # it holds its inputs too
-                del probs
-                (ours_s, ours_n), ours_mib = traced(chunked, folder, args.block)
-            mpix = size * size / 1e6
-            print(
-                f"{size:>5}  {mpix:6.1f}  {base_s:6.2f}  {mpix / base_s:11.2f}  {base_mib:8.0f} | "
-                f"{ours_s:8.2f}  {mpix / ours_s:6.2f}  {ours_mib:4.0f}  "
-                f"{base_s / ours_s:5.2f}x  {ours_n} (base {base_n})"
-            )
+    print(f"data: {source}; block {args.block}; {args.threads} threads; one process per run")
+    print("size   MPix | base s  MPix/s  +MiB | grunet s  MPix/s  +MiB | speed ratio  cells")
+    for size in args.sizes:
+        image, labels = tiled(image0, labels0, size)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_inputs(Path(tmp), image, probs_from_labels(labels), args.block)
+            base = child("baseline", Path(tmp), args.block, args.threads)
+            ours = child("grunet", Path(tmp), args.block, args.threads)
+        mpix = size * size / 1e6
+        print(
+            f"{size:>5} {mpix:6.1f} | {base['seconds']:6.2f}  {mpix / base['seconds']:6.2f}  "
+            f"{base['mib']:4.0f} | {ours['seconds']:8.2f}  {mpix / ours['seconds']:6.2f}  "
+            f"{ours['mib']:4.0f} | {base['seconds'] / ours['seconds']:10.2f}x  "
+            f"{ours['cells']} (base {base['cells']})"
+        )
 
 
 if __name__ == "__main__":

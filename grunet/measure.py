@@ -162,11 +162,17 @@ def _block_rows(labels: np.ndarray, image: np.ndarray, origin, internal) -> dict
     return {"rows": rows, "crossing": crossing}
 
 
-def _crossing_row(label: int, labels_crop: np.ndarray, image_crop, offset) -> np.ndarray:
-    mask = (labels_crop == label).astype(np.uint8)
-    (row,) = _measure_regions(mask, image_crop, offset)
-    row[0] = label
-    return row
+def _crossing_rows(cells, labels: np.ndarray, image, origin) -> list[np.ndarray]:
+    """Measure each (label, bbox) of ``cells`` on its bbox crop of a window at ``origin``."""
+    out = []
+    for label, (y0, x0, y1, x1) in cells:
+        sl = (slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
+        mask = (labels[sl] == label).astype(np.uint8)
+        crop = None if image is None else image[(slice(None), *sl)]
+        (row,) = _measure_regions(mask, crop, (y0, x0))
+        row[0] = label
+        out.append(row)
+    return out
 
 
 # --------------------------------------------------------------------------- planes and stores
@@ -221,15 +227,23 @@ def measure_plane(
             rows[label] = measured[0]
         else:  # pixels in several blocks (a disconnected cross-section): measure it whole
             boxes.setdefault(label, []).extend(tuple(r[3:7].astype(np.int64)) for r in measured)
-    crops = []
+    # cells on block faces: one window read per group of cells starting in the same block
+    groups: dict[tuple[int, int], list[tuple[int, tuple]]] = {}
     for label, parts_ in boxes.items():
         b = np.asarray(parts_, np.int64)
-        y0, x0, y1, x1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-        sl = (slice(y0, y1), slice(x0, x1))
+        box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
+        key = (np.searchsorted(ys, box[0], "right"), np.searchsorted(xs, box[1], "right"))
+        groups.setdefault(key, []).append((label, box))
+    crops = []
+    for cells in groups.values():
+        window = np.asarray([box for _, box in cells])
+        y0, x0 = window[:, 0].min(), window[:, 1].min()
+        sl = (slice(y0, window[:, 2].max()), slice(x0, window[:, 3].max()))
         img = None if image is None else image[(slice(None), *sl)]
-        crops.append(dask.delayed(_crossing_row)(label, labels[sl], img, (y0, x0)))
-    for row in dask.compute(*crops):
-        rows[int(row[0])] = row
+        crops.append(dask.delayed(_crossing_rows)(cells, labels[sl], img, (y0, x0)))
+    for part in dask.compute(*crops):
+        for row in part:
+            rows[int(row[0])] = row
     width = len(FIELDS) + 4 * (0 if image is None else image.shape[0])
     return np.stack([rows[k] for k in sorted(rows)]) if rows else np.zeros((0, width))
 
