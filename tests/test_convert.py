@@ -127,3 +127,37 @@ def test_convert_demo_image(tmp_path):
     stack = open_store(tmp_path / "nuclei_3d.ome.zarr")
     assert stack.shape == (1, 1, 60, 256, 256)
     assert stack.attrs["source"].endswith("nuclei.tif")
+
+
+def test_killed_conversion_leaves_no_store_and_a_rerun_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    script = f"""
+import time, dask.array as da, numpy as np
+from grunet.io import ImageStack, write_image
+def slow(block):
+    time.sleep(0.2)
+    return block
+data = da.ones((1, 1, 40, 64, 64), dtype=np.uint8, chunks=(1, 1, 1, 64, 64)).map_blocks(slow)
+write_image({str(out / "x.ome.zarr")!r}, ImageStack(data))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not any((p / "0").exists() for p in out.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some chunks written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    leftovers = list(out.iterdir())
+    assert [p.name.startswith(".x.ome.zarr.tmp-") for p in leftovers] == [True]
+    assert not (out / "x.ome.zarr").exists()  # nothing a rerun would trust
+    from grunet.io import ImageStack, open_store, write_image
+
+    write_image(out / "x.ome.zarr", ImageStack(np.ones((1, 1, 2, 8, 8), np.uint8)))
+    assert [p.name for p in out.iterdir()] == ["x.ome.zarr"]  # the dead writer's temp is gone
+    assert open_store(out / "x.ome.zarr").shape == (1, 1, 2, 8, 8)

@@ -505,6 +505,8 @@ def read_ome_zarr(path: Path, group) -> ImageStack:
         raise InputError(path, f"invalid OME-Zarr metadata ({type(err).__name__}: {err})") from None
     check_shape(tuple(array.shape), str(path))
     check_dtype(array.dtype, str(path))
+    if any(len(n) != 1 for n in names):
+        raise InputError(path, f"OME-Zarr axes {names} are not all one of t, c, z, y, x")
     axes = "".join(n.upper() for n in names)
     sizes: dict[str, float | None] = {}
     for name, unit, value in zip(names, units, scale):
