@@ -314,3 +314,23 @@ def test_zarr_input_is_not_modified(tmp_path, crop):
     before = digest()
     write_image(tmp_path / "out.ome.zarr", read_image(path))
     assert digest() == before
+
+
+def test_large_images_get_a_pyramid_that_ome_zarr_reads(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    image = np.random.default_rng(2).integers(0, 4000, (1, 1, 1, 2100, 1100), dtype=np.uint16)
+    stack = ImageStack(da.from_array(image, chunks=(1, 1, 1, 700, 1100)), pixel_sizes={"x": 0.5})
+    out = write_image(tmp_path / "p.ome.zarr", stack)
+    node = next(iter(Reader(parse_url(str(out)))()))
+    assert [d.shape[-2:] for d in node.data] == [(2100, 1100), (1050, 550), (525, 275)]
+    level1 = np.asarray(node.data[1])[0, 0, 0]
+    expected = image[0, 0, 0].reshape(1050, 2, 550, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
+    meta = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    scales = [d["coordinateTransformations"][0]["scale"][-1] for d in meta["datasets"]]
+    assert scales == [0.5, 1.0, 2.0]
+    assert open_store(out).shape == (1, 1, 1, 2100, 1100)  # stages read level 0
+    assert write_image(tmp_path / "n.ome.zarr", stack, pyramid=0)
+    assert not (tmp_path / "n.ome.zarr" / "1").exists()

@@ -24,6 +24,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--pixel-size", metavar="Z,Y,X", help="pixel size in micrometres (Z,Y,X or Y,X)"
     )
+    parser.add_argument(
+        "--pyramid-levels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="extra 2x-downsampled levels for viewers (default: down to <= 1024 px; 0: none)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing stores")
     parser.set_defaults(func=run)
     return parser
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         channel_names=names,
         pixel_size=parse_pixel_size(args.pixel_size),
         overwrite=args.overwrite,
+        pyramid=args.pyramid_levels,
         progress=True,
     )
     for out in outputs:

@@ -144,6 +144,7 @@ def convert(
     channel_names: Sequence[str] | None = None,
     pixel_size: dict[str, float] | None = None,
     overwrite: bool = False,
+    pyramid: int | None = None,
     progress: bool = False,
 ) -> list[Path]:
     """Convert images to canonical stores ``outdir/<name or input stem>.ome.zarr``.
@@ -160,6 +161,7 @@ def convert(
         channel_names: one name per channel.
         pixel_size: {"z", "y", "x"} in micrometres, overriding the files' metadata.
         overwrite: replace existing stores.
+        pyramid: extra resolution levels for viewers (None: automatic, 0: none).
         progress: show tqdm bars on stderr.
 
     Returns:

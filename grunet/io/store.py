@@ -14,6 +14,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,19 @@ def _stream_write(
             dask.delayed(_write_block)(blocks[index], target, region, channel, stats, check_labels)
         )
     result = tree_reduce(parts, merge_channel_dicts)
-    (merged,) = dask.compute(result, callbacks=progress_callbacks(progress, desc))
+    # Our own pool, so that after a failure we wait for the writes still running before the
+    # caller removes the temporary store (else a late write would re-create part of it).
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        (merged,) = dask.compute(
+            result,
+            scheduler="threads",
+            pool=pool,
+            callbacks=progress_callbacks(progress, desc),
+        )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return merged if isinstance(merged, dict) else {}
 
 
@@ -155,6 +168,44 @@ def _ome_scale(pixel_sizes: dict[str, float | None]) -> list[float]:
     ]
 
 
+def pyramid_levels(yx: Sequence[int], requested: int | None) -> int:
+    """Number of extra pyramid levels: ``requested``, or (None) down to <= 1024 px."""
+    y, x = (int(n) for n in yx)
+    if requested is not None:
+        if requested < 0:
+            raise ValueError(f"pyramid levels must be >= 0, got {requested}")
+        return min(requested, max(0, int(np.log2(max(1, min(y, x))))))
+    levels = 0
+    while max(y, x) / 2**levels > MAX_YX_CHUNK and min(y, x) / 2 ** (levels + 1) >= 16:
+        levels += 1
+    return levels
+
+
+def _write_pyramid(
+    root: zarr.Group, base: zarr.Array, levels: int, *, progress: bool = False, desc: str = ""
+) -> None:
+    """Levels "1".."levels": each the 2x2 mean of the previous one, streamed from the store."""
+    previous = base
+    for level in range(1, levels + 1):
+        source = da.from_zarr(previous)
+        y, x = source.shape[-2] // 2 * 2, source.shape[-1] // 2 * 2
+        source = source[..., :y, :x].rechunk((1, 1, 1, MAX_YX_CHUNK, MAX_YX_CHUNK))
+        down = da.coarsen(np.mean, source, {3: 2, 4: 2})
+        if base.dtype.kind in "ui":
+            down = da.rint(down)
+        down = down.astype(base.dtype)
+        target = root.create_array(
+            str(level),
+            shape=down.shape,
+            chunks=image_chunks(down.shape),
+            dtype=base.dtype,
+            fill_value=0,
+            dimension_names=list("tczyx"),
+        )
+        _stream_write(down, target, progress=progress, desc=f"{desc} level {level}")
+        previous = target
+
+
 def remove_dead_temporaries(path: Path) -> list[Path]:
     """Delete temporary siblings of ``path`` left by killed writers (their pid is gone).
 
@@ -189,13 +240,19 @@ def _write_ome_metadata(
     name: str,
     channel_names: list[str] | None = None,
     windows: list[tuple[float, float, float, float]] | None = None,
+    levels: int = 0,
 ) -> None:
-    datasets = [
-        {
-            "path": IMAGE_PATH,
-            "coordinateTransformations": [{"type": "scale", "scale": _ome_scale(pixel_sizes)}],
-        }
-    ]
+    datasets = []
+    for level in range(levels + 1):
+        scale = _ome_scale(pixel_sizes)
+        scale[3] *= 2**level
+        scale[4] *= 2**level
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [{"type": "scale", "scale": scale}],
+            }
+        )
     write_multiscales_metadata(
         group, datasets=datasets, fmt=CurrentFormat(), axes=_ome_axes(pixel_sizes), name=name
     )
@@ -221,6 +278,7 @@ def write_image(
     overwrite: bool = False,
     attrs: dict[str, Any] | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    pyramid: int | None = None,
     progress: bool = False,
 ) -> Path:
     """Write an image as a canonical OME-Zarr store, atomically, with normalisation ranges.
@@ -238,6 +296,9 @@ def write_image(
         overwrite: replace an existing store (else an existing one is an error).
         attrs: extra entries for the ``"grunet"`` attribute (e.g. conversion options).
         percentiles: the normalisation percentiles (low, high).
+        pyramid: extra resolution levels "1", "2", ... (2x mean-downsampled in Y and X) for
+            viewers; None = as many as bring the larger of Y, X to at most 1024 (none for
+            images up to 1024 px). Every stage reads level "0".
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -278,8 +339,12 @@ def write_image(
             else (0.0, 1.0, lo, hi)
             for c, (lo, hi) in enumerate(ranges)
         ]
+        levels = pyramid_levels(data.shape[-2:], pyramid)
+        _write_pyramid(root, target, levels, progress=progress, desc=path.name)
         name = path.name.removesuffix(".zarr").removesuffix(".ome")
-        _write_ome_metadata(root, stack.pixel_sizes, name, stack.channel_names, windows)
+        _write_ome_metadata(
+            root, stack.pixel_sizes, name, stack.channel_names, windows, levels=levels
+        )
         root.attrs["grunet"] = {
             **(attrs or {}),
             "version": __version__,
