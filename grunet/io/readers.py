@@ -240,18 +240,26 @@ def _tifffile_log():
 
 
 def _check_tiff_complete(tif, series, path: str) -> None:
-    """Refuse a TIFF whose pixel data run past the end of the file (truncated download/copy)."""
-    size = os.path.getsize(path)
-    end = 0
+    """Refuse a TIFF whose pixel data run past the end of its file (truncated download/copy).
+
+    Pages of multi-file OME-TIFFs are checked against their own file.
+    """
     if series.dataoffset is not None:
         end = series.dataoffset + series.size * series.dtype.itemsize
-    else:
-        for page in series.pages:
-            if page is None:
-                raise InputError(path, "TIFF is missing pages; the file may be truncated")
-            offsets, counts = page.dataoffsets, page.databytecounts
-            if len(offsets):
-                end = max(end, max(int(o) + int(c) for o, c in zip(offsets, counts)))
+        _check_end(path, end, tif.filehandle.size)
+        return
+    for page in series.pages:
+        if page is None:
+            raise InputError(path, "TIFF is missing pages; the file may be truncated")
+        offsets, counts = page.dataoffsets, page.databytecounts
+        if len(offsets):
+            end = max(int(o) + int(c) for o, c in zip(offsets, counts))
+            handle = page.parent.filehandle
+            same = not handle.path or os.path.abspath(path) == os.path.abspath(handle.path)
+            _check_end(path if same else handle.path, end, handle.size)
+
+
+def _check_end(path: str, end: int, size: int) -> None:
     if end > size:
         raise InputError(
             path,
