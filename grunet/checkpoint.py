@@ -55,6 +55,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def first_sentence(text: str, limit: int = 100) -> str:
+    """The first sentence of a library's error message, short enough for one line."""
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
+
+
 def save_checkpoint(
     path: str | Path, model: GRUUNet, metadata: dict | None = None, *, overwrite: bool = True
 ) -> str:
@@ -89,7 +96,7 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        reason = first_sentence(str(err)) or type(err).__name__
         raise CheckpointError(
             f"{path}: not a readable grunet checkpoint (corrupt or truncated: {reason})"
         ) from None
