@@ -1,9 +1,10 @@
 """Lazy readers: TIFF / OME-TIFF / ImageJ hyperstacks, zarr / OME-Zarr, .npy, ``demo:<name>``.
 
-Every reader returns an :class:`ImageStack` whose dask array reads the file chunk by chunk
-(TIFF through tifffile's zarr interface), so a file larger than memory streams. Files are opened
-read-only. Anything a library raises while opening or reading becomes one :class:`InputError`
-naming the file.
+Every reader returns an :class:`ImageStack` whose dask array reads the file chunk by chunk, so
+a file larger than memory streams: compressed or tiled TIFFs through tifffile's zarr interface
+(one strip/tile decoded at a time), uncompressed contiguous TIFFs (e.g. ImageJ's) by reading
+exactly the bytes of each region with ``os.pread``. Files are opened read-only. Anything a
+library raises while opening or reading becomes one :class:`InputError` naming the file.
 
 Axes: the file's own axes are used (OME-TIFF, ImageJ hyperstacks, OME-Zarr, zarr v3
 ``dimension_names``). Axes a file leaves ambiguous (tifffile's ``Q``/``I`` series axes of a plain
@@ -128,11 +129,12 @@ def _lazy(array: Any, axes: str, path: str, native=None, keep: Any = None) -> da
     guarded = _GuardedArray(array, path, keep)
     native = native or (1,) * (guarded.ndim - 2) + guarded.shape[-2:]
     chunks = _chunks_for(guarded.shape, native, axes, guarded.dtype.itemsize)
+    identity = (path, type(array).__name__, str(getattr(array, "path", "")), guarded.shape)
     try:
         stat = os.stat(path)
-        token = tokenize(path, stat.st_mtime_ns, stat.st_size, guarded.shape, str(guarded.dtype))
+        token = tokenize(*identity, stat.st_mtime_ns, stat.st_size, str(guarded.dtype))
     except OSError:
-        token = tokenize(path, guarded.shape, str(guarded.dtype))
+        token = tokenize(*identity, str(guarded.dtype))
     return da.from_array(
         guarded,
         chunks=chunks,
@@ -397,14 +399,16 @@ class _ContiguousArray:
         for axis, (k, n) in enumerate(zip(key, self.shape)):
             if isinstance(k, (int, np.integer)):
                 k = int(k) % n
-                slices.append(slice(k, k + 1))
+                slices.append(slice(k, k + 1, 1))
                 squeeze.append(axis)
             else:
                 slices.append(slice(*k.indices(n)))
-        if any(sl.step != 1 for sl in slices):  # not used by dask; keep it simple
-            return self[tuple(slice(sl.start, sl.stop) for sl in slices)][
-                tuple(slice(None, None, sl.step) for sl in slices)
-            ]
+        if any(sl.step != 1 for sl in slices):  # dask never asks for steps; keep it simple
+            if any(sl.step < 0 for sl in slices):
+                raise IndexError("negative steps are not supported")
+            bounds = tuple(slice(sl.start, max(sl.start, sl.stop)) for sl in slices)
+            out = self._read(list(bounds))[tuple(slice(None, None, sl.step) for sl in slices)]
+            return out.squeeze(axis=tuple(squeeze)) if squeeze else out
         out = self._read(slices)
         return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
