@@ -72,6 +72,7 @@ DEFAULTS: dict = {
     "threads": None,  # torch.set_num_threads; None leaves torch's default
     "segmentation": {"seed_threshold": 0.5, "foreground_threshold": 0.5},
     "tune_thresholds": False,  # grid-search the segmentation thresholds on the train split
+    "tune_images": 40,  # ... on this many training images (seeded random subset; None: all)
 }
 
 
@@ -310,8 +311,8 @@ def segment_samples(probs: list[np.ndarray], samples: list[Sample], thresholds: 
 def tune_thresholds(
     probs: list[np.ndarray],
     samples: list[Sample],
-    seeds: Sequence[float] = (0.4, 0.5, 0.6, 0.7),
-    foregrounds: Sequence[float] = (0.4, 0.5, 0.6),
+    seeds: Sequence[float] = (0.5, 0.6, 0.7, 0.8),
+    foregrounds: Sequence[float] = (0.4, 0.5),
 ) -> tuple[dict, float]:
     """Grid search of the segmentation thresholds by pooled F1@IoU0.5 (use training images)."""
     best, best_f1 = {"seed_threshold": 0.5, "foreground_threshold": 0.5}, -1.0
@@ -504,12 +505,17 @@ class Trainer:
         """Tune thresholds on the train split with best.pt, re-score val, update best.pt."""
         ckpt = load_checkpoint(self.out_dir / "best.pt")
         model = ckpt.build_model().to(self.device).to(memory_format=torch.channels_last)
+        tune_set = self.train_samples
+        n = self.cfg["tune_images"]
+        if n and n < len(tune_set):
+            pick = np.random.default_rng(self.cfg["seed"]).choice(len(tune_set), n, replace=False)
+            tune_set = [tune_set[i] for i in sorted(pick)]
         probs = [
             predict_probabilities(model, s.image, self.device, self.cfg["amp"])
-            for s in tqdm(self.train_samples, desc="tune thresholds", file=sys.stderr)
+            for s in tqdm(tune_set, desc="tune thresholds", file=sys.stderr)
         ]
-        tuned, train_f1 = tune_thresholds(probs, self.train_samples)
-        default_train = summarize(segment_samples(probs, self.train_samples, self.thresholds))
+        tuned, train_f1 = tune_thresholds(probs, tune_set)
+        default_train = summarize(segment_samples(probs, tune_set, self.thresholds))
         val_probs = [
             predict_probabilities(model, s.image, self.device, self.cfg["amp"])
             for s in self.val_samples
@@ -519,7 +525,11 @@ class Trainer:
         meta["segmentation"] = tuned
         meta["val_default_thresholds"] = jsonable(self.best.get("metrics", {}))
         meta["val_metrics"] = jsonable(val_tuned)
-        meta["train_f1_50"] = {"default_thresholds": default_train["f1_50"], "tuned": train_f1}
+        meta["train_f1_50"] = {
+            "default_thresholds": default_train["f1_50"],
+            "tuned": train_f1,
+            "n_images": len(tune_set),
+        }
         save_checkpoint(self.out_dir / "best.pt", model, meta)
         self.write_val_metrics(
             val_tuned,

@@ -37,7 +37,7 @@ def read_log(path: Path) -> list[dict]:
 def demo_run(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("train") / "full"
-    train(demo_config(epochs=3), out, device="cpu")
+    train(demo_config(epochs=3, tune_thresholds=True, tune_images=2), out, device="cpu")
     return out
 
 
@@ -53,6 +53,9 @@ def test_demo_training_writes_all_outputs_with_finite_falling_loss(demo_run):
     assert set(best.metadata["segmentation"]) == {"seed_threshold", "foreground_threshold"}
     assert best.metadata["normalization"]["percentiles"] == [1.0, 99.8]
     assert "resume" not in best.metadata  # best.pt stays small
+    assert best.metadata["train_f1_50"]["n_images"] == 2  # thresholds tuned on training images
+    val = json.loads((demo_run / "val_metrics.json").read_text())
+    assert val["segmentation"] == best.metadata["segmentation"]
     assert (demo_run / "best.pt").stat().st_size < (demo_run / "last.pt").stat().st_size
 
 
