@@ -454,23 +454,14 @@ def write_labels(
     """
     store = Path(store)
     image = open_store(store)
-    if (store / "zarr.json").exists() is False:
+    if not (store / "zarr.json").exists():
         raise InputError(store, "labels can only be added to an OME-Zarr 0.5 (zarr v3) store")
     labels = da.asarray(labels)
     t, _c, z, y, x = image.shape
     if labels.ndim == 4:
         labels = labels[:, None]
-    if (
-        labels.ndim != 5
-        or labels.shape[1] != 1
-        or labels.shape[:1] + labels.shape[2:]
-        != (
-            t,
-            z,
-            y,
-            x,
-        )
-    ):
+    got = tuple(int(n) for n in labels.shape)
+    if labels.ndim != 5 or got[1] != 1 or got[:1] + got[2:] != (t, z, y, x):
         raise InputError(
             store,
             f"labels shape {tuple(labels.shape)} does not match the image: expected "
