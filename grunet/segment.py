@@ -72,11 +72,18 @@ class SegmentOptions:
 
 def _masks(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(seeds, foreground, P(interior)) of a (3, Z, Y, X) probability block; pointwise."""
-    p0 = np.asarray(p[0], dtype=np.float32)
     p1 = np.nan_to_num(np.asarray(p[1], dtype=np.float32), nan=0.0)
-    foreground = (np.float32(1.0) - p0) > np.float32(opts.foreground_threshold)
+    foreground = _foreground(p[0], opts.foreground_threshold)
     seeds = foreground & (p1 > np.float32(opts.seed_threshold))
     return seeds, foreground, p1
+
+
+def _priority(p1: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(p1, nan=0.0) if p1.dtype.kind == "f" else p1
+
+
+def _foreground(p0: np.ndarray, threshold: float) -> np.ndarray:
+    return (np.float32(1.0) - np.asarray(p0, np.float32)) > np.float32(threshold)
 
 
 _STRUCTURE = ndi.generate_binary_structure(3, 1)  # 6-connected; a 1-plane block is 4-connected
@@ -166,7 +173,7 @@ def _grow(seeds: np.ndarray, priority: np.ndarray, foreground: np.ndarray, radiu
         if remaining.size == 0:
             break
         best = np.zeros(remaining.size, flat.dtype)
-        best_p = np.full(remaining.size, -np.inf, np.float32)
+        best_p = np.full(remaining.size, -np.inf, np.float64)
         for off in offsets:  # fixed order: ties go to the first neighbour in it
             neighbour = remaining + off
             lab, pr = flat[neighbour], flat_prio[neighbour]
@@ -292,9 +299,10 @@ def segment_probabilities(
     three_d = Z > 1 if three_d is None else bool(three_d)
     arr = _as_dask(probs, block, three_d)
     seeds = _global_seeds(arr, opts, first_id)  # (T, Z, Y, X)
-    fg_prio = arr.astype(np.float32)
-    priority = da.nan_to_num(fg_prio[:, 1])
-    foreground = (np.float32(1.0) - fg_prio[:, 0]) > np.float32(opts.foreground_threshold)
+    # per-block inputs of growth kept small (one row of blocks is alive at a time): P(interior)
+    # in its stored dtype (float16 compares exactly after widening), foreground as bool
+    priority = arr[:, 1].map_blocks(_priority, dtype=arr.dtype)
+    foreground = arr[:, 0].map_blocks(_foreground, opts.foreground_threshold, dtype=bool)
     depth = {0: 0, 1: 0, 2: opts.halo, 3: opts.halo}
     inputs = [seeds, priority, foreground]
     for axis in (2, 3):  # an axis no longer than the halo is grown in one piece
