@@ -294,3 +294,32 @@ def test_killed_run_rerun_with_rerun_incomplete_gives_identical_tables(
     expected = pd.read_csv(reference / "results" / "counts.csv")
     expected = expected[expected["sample"] == "timelapse"].reset_index(drop=True)
     pd.testing.assert_frame_equal(counts, expected)
+
+
+TINY_TRAINING = """\
+model: {preset: small}
+patch_size: 64
+batch_size: 2
+epochs: 1
+steps_per_epoch: 2
+warmup_steps: 1
+threads: 1
+"""
+
+
+@pytest.mark.slow
+def test_training_run_predicts_with_the_trained_model_and_reports_it(tmp_path, crops):
+    root = make_experiment(
+        tmp_path / "exp", *crops, train="{enabled: true, config: config/train_tiny.yaml}"
+    )
+    (root / "config" / "train_tiny.yaml").write_text(TINY_TRAINING)
+    result = snakemake(root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    train = root / "results" / "train"
+    for name in ("best.pt", "last.pt", "log.csv", "curves.png", "val_metrics.json"):
+        assert (train / name).is_file(), name
+    from grunet.checkpoint import file_sha256
+
+    page = (root / "results" / "report.html").read_text()
+    assert "<h2>Training</h2>" in page and "Validation metrics" in page
+    assert file_sha256(train / "best.pt") in page
