@@ -70,12 +70,10 @@ class SegmentOptions:
 # --------------------------------------------------------------------------- per-block kernels
 
 
-def _masks(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seeds, foreground, P(interior)) of a (3, Z, Y, X) probability block; pointwise."""
+def _seed_mask(p: np.ndarray, opts: SegmentOptions) -> np.ndarray:
+    """Seed pixels of a (3, Z, Y, X) probability block (pointwise): foreground & interior."""
     p1 = np.nan_to_num(np.asarray(p[1], dtype=np.float32), nan=0.0)
-    foreground = _foreground(p[0], opts.foreground_threshold)
-    seeds = foreground & (p1 > np.float32(opts.seed_threshold))
-    return seeds, foreground, p1
+    return _foreground(p[0], opts.foreground_threshold) & (p1 > np.float32(opts.seed_threshold))
 
 
 def _priority(p1: np.ndarray) -> np.ndarray:
@@ -90,8 +88,7 @@ _STRUCTURE = ndi.generate_binary_structure(3, 1)  # 6-connected; a 1-plane block
 
 
 def _local_seeds(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, int]:
-    seeds, _, _ = _masks(p, opts)
-    labels, n = ndi.label(seeds, structure=_STRUCTURE)
+    labels, n = ndi.label(_seed_mask(p, opts), structure=_STRUCTURE)
     return labels, int(n)
 
 
@@ -154,14 +151,14 @@ def _resolve_seeds(
     # a face seed is owned here iff its final id is in this block's range: roots are the smallest
     # provisional id of a merged seed, so a foreign root lies in an earlier block (id <= start)
     own[face_local[face_final > start]] = True
-    lut = np.zeros(n + 1, np.uint64)
+    lut = np.zeros(n + 1, np.uint32)  # ids fit: the driver checked the total against uint32
     lut[own] = start + np.cumsum(own)[own]
     lut[face_local] = face_final
-    return lut[labels].astype(np.uint32)[None]  # (1, Z, Y, X)
+    return lut[labels][None]  # (1, Z, Y, X)
 
 
 def _grow(seeds: np.ndarray, priority: np.ndarray, foreground: np.ndarray, radius: int):
-    """Grow labelled seeds into the foreground for ``radius`` synchronous steps (in place copy)."""
+    """Grow labelled seeds into the foreground for ``radius`` synchronous steps (new array)."""
     labels = np.pad(seeds, 1)
     prio = np.pad(priority, 1)
     shape = labels.shape
