@@ -484,6 +484,30 @@ def instances_from_probabilities(
     return out if probs.ndim == 4 else out[0]
 
 
+def segment_plane(probs, *, chunk_size: int | None = None, **options) -> np.ndarray:
+    """(3, Y, X) probabilities (numpy or dask) → (Y, X) uint32 instance labels.
+
+    Args:
+        probs: background/interior/boundary probabilities of one plane.
+        chunk_size: segment in chunks of this many px per side; the labels are identical to
+            whole-plane segmentation up to a renumbering (None: dask chunks / whole plane).
+        **options: :class:`SegmentOptions` fields (e.g. thresholds stored with a checkpoint).
+
+    Example:
+        >>> labels = segment_plane(probs, chunk_size=512, seed_threshold=0.6)  # doctest: +SKIP
+    """
+    known = set(SegmentOptions.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown segmentation option(s) {unknown}; known: {sorted(known)}")
+    fields = {k: (v if k.endswith("threshold") else int(v)) for k, v in options.items()}
+    if probs.ndim != 3 or probs.shape[0] != 3:
+        raise ValueError(f"probabilities must be (3, Y, X), got shape {tuple(probs.shape)}")
+    stack = probs[None, :, None]
+    labels = segment_probabilities(stack, options=SegmentOptions(**fields), block=chunk_size)
+    return np.asarray(labels[0, 0, 0].compute())
+
+
 def segment_store(
     probs_path: str | Path,
     image_store: str | Path,

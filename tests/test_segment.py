@@ -291,3 +291,19 @@ def test_segment_store_writes_labels_with_provenance(tmp_path, nuclei_3d):
     # an existing output is refused without --overwrite (exit 2), accepted with it
     assert main(["segment", *argv]) == 2
     assert main(["segment", *argv, "--overwrite"]) == 0
+
+
+def test_segment_plane_takes_checkpoint_options_and_chunks(plane):
+    import dask.array as da
+
+    _, probs = plane
+    opts = {"seed_threshold": 0.6, "foreground_threshold": 0.4, "min_seed_size": 4.0}
+    whole = seg.segment_plane(probs, **opts)
+    expected = instances_from_probabilities(
+        probs, options=SegmentOptions(seed_threshold=0.6, foreground_threshold=0.4)
+    )
+    np.testing.assert_array_equal(whole, expected)
+    lazy = da.from_array(probs, chunks=(3, 64, 64))
+    assert_same_up_to_relabelling(whole, seg.segment_plane(lazy, chunk_size=100, **opts))
+    with pytest.raises(ValueError, match="unknown segmentation option"):
+        seg.segment_plane(probs, seed=1)
