@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,13 +85,17 @@ def _stream_write(
     data = data.rechunk(target.chunks)
     blocks = data.to_delayed()
     starts = [np.cumsum((0,) + c) for c in data.chunks]
+    # Explicit keys and one shared node for the target: tokenizing the zarr array for every
+    # block would dominate graph construction for large images (~10k blocks at 20 GB).
+    name = f"write-{uuid.uuid4().hex}"
+    shared_target = dask.delayed(target, name=f"target-{name}")
+    write = dask.delayed(_write_block, pure=False)
     parts = []
-    for index in np.ndindex(blocks.shape):
+    for n, index in enumerate(np.ndindex(blocks.shape)):
         region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, index, strict=True))
         channel = int(starts[1][index[1]]) if data.ndim == 5 else 0
-        parts.append(
-            dask.delayed(_write_block)(blocks[index], target, region, channel, stats, check_labels)
-        )
+        args = (blocks[index], shared_target, region, channel, stats, check_labels)
+        parts.append(write(*args, dask_key_name=f"{name}-{n}"))
     result = tree_reduce(parts, merge_channel_dicts)
     # Our own pool, so that after a failure we wait for the writes still running before the
     # caller removes the temporary store (else a late write would re-create part of it).
