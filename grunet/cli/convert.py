@@ -20,7 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--outdir", required=True, help="folder for the .ome.zarr stores")
     parser.add_argument("--name", help="store name (one input only); default: the input's stem")
     parser.add_argument("--axes", help="axes of the inputs as letters of TCZYX, e.g. TYX or CZYX")
-    parser.add_argument("--channel-names", help="comma-separated channel names, e.g. DAPI,GFP")
+    parser.add_argument(
+        "--channel-names", metavar="A,B", help="comma-separated channel names, e.g. DAPI,GFP"
+    )
     parser.add_argument(
         "--pixel-size", metavar="Z,Y,X", help="pixel size in micrometres (Z,Y,X or Y,X)"
     )
