@@ -358,12 +358,9 @@ class Predictor:
         open_blocks: list[Block] = []
         with bar:
             for block in _prefetch(blocks, prefetch):
-                if prepared.compiled and self._std == (0, 0):
-                    w = block.windows[0]
-                    self._std = (
-                        _round_up(w[1] - w[0], self.stride),
-                        _round_up(w[3] - w[2], self.stride),
-                    )
+                if prepared.compiled and self._std == (0, 0):  # the largest window of a plane
+                    longest = [min(self.tile + 2 * self.halo, n) for n in shape_of(block)]
+                    self._std = tuple(_round_up(n, self.stride) for n in longest)
                 open_blocks.append(block)
                 for window in block.windows:
                     pending.append((block, window))

@@ -65,10 +65,11 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 # Measured on this repo's 2-core AMD EPYC (AVX512-BF16, no AMX), small preset, 512², bf16
-# channels-last: eager ≈ 0.5 MPix/s, torch.compile (inductor, frozen weights) ≈ 1.8× faster, but
-# the first compile costs ≈ 60 s (≈ 5-10 s with a warm inductor cache). Compiling pays off once a
-# job runs more than ≈ 2 minutes of eager inference, i.e. ≈ 64 MPix on such a CPU.
-COMPILE_MIN_PIXELS = 64_000_000
+# channels-last: torch.compile (inductor, frozen weights) runs ≈ 1.8× faster than eager, but the
+# first compile costs ≈ 1 min on an idle machine and up to 6 min on a busy one (seconds with a
+# warm inductor cache). At ≈ 0.5 MPix/s eager, compiling pays off beyond ≈ 200 MPix per job
+# (e.g. 30 frames of 2.6k²); the demo time-lapse (8 MPix) runs eagerly.
+COMPILE_MIN_PIXELS = 200_000_000
 
 
 def has_cxx_compiler() -> bool:
@@ -181,7 +182,7 @@ def prepare_model(
         fast: channels-last + reduced precision (bf16 autocast on CPUs with native bf16, bf16 or
             fp16 autocast on CUDA); False keeps plain fp32 (the reference).
         compile: ``torch.compile`` the model (True), never (False), or "auto": only when
-            ``work_pixels`` is large enough for the compile time (≈ 1 min on 2 CPU cores) to pay
+            ``work_pixels`` is large enough for the compile time (1-6 min on 2 CPU cores) to pay
             off (see ``COMPILE_MIN_PIXELS``) and a C++ compiler exists on CPU.
         work_pixels: pixels the caller will push through the model (for "auto").
 

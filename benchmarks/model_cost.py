@@ -1,0 +1,90 @@
+"""Cost of the GRUU-Net presets: parameters, GFLOP per megapixel, forward throughput (MPix/s).
+
+Usage:
+    python benchmarks/model_cost.py                      # paper + small, 512² and 1024², 2 threads
+    python benchmarks/model_cost.py --presets small --sizes 512 --compile
+
+For each preset it prints parameters, GFLOP/MPix (``torch.utils.flop_counter``, 1 multiply-add =
+2 FLOP), and forward throughput in MPix/s (batch 1, best of ``--repeats`` after one warm-up) in
+plain fp32 (NCHW) and on the fast path of :func:`grunet.runtime.prepare_model` (channels-last +
+bf16 autocast where the CPU has native bf16; AMP on CUDA), optionally compiled. On a machine with
+CUDA the same is measured on the GPU. Timings on a shared machine are noisy: rerun when idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from grunet.model import GRUUNet, preset
+from grunet.runtime import autocast_dtype, cpu_has_fast_bf16, prepare_model
+
+
+def gflop_per_mpix(model: torch.nn.Module, size: int = 512) -> float:
+    x = torch.rand(1, model.cfg.in_channels, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 1e9 / (size * size / 1e6)
+
+
+def throughput(run, size: int, channels: int, device: torch.device, repeats: int) -> float:
+    """MPix/s of ``run`` on a (1, C, size, size) input; best of ``repeats`` after a warm-up."""
+    x = torch.rand(1, channels, size, size, device=device)
+    run(x)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return size * size / 1e6 / best
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["paper", "small"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--no-fp32", action="store_true", help="skip the fp32 reference")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' jobs skew it)")
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, native CPU bf16: "
+          f"{cpu_has_fast_bf16()}, CUDA: {torch.cuda.is_available()}")  # fmt: skip
+    for name in args.presets:
+        torch.manual_seed(0)
+        model = GRUUNet(preset(name)).eval()
+        params = sum(p.numel() for p in model.parameters())
+        print(f"\n[{name}] parameters {params / 1e6:.3f} M, {gflop_per_mpix(model):.0f} GFLOP/MPix")
+        for device in devices:
+            modes = [] if args.no_fp32 else [("fp32", dict(fast=False))]
+            dtype = autocast_dtype(device)
+            fast = f"fast ({'channels-last ' if device.type != 'mps' else ''}{dtype or 'fp32'})"
+            modes.append((fast, dict(fast=True, compile=False)))
+            if args.compile:
+                modes.append((fast + " compiled", dict(fast=True, compile=True)))
+            for label, options in modes:
+                start = time.perf_counter()
+                prepared = prepare_model(GRUUNet(model.cfg).eval().requires_grad_(False),
+                                         device, **options)  # fmt: skip
+                prepared.model.load_state_dict(model.state_dict())
+                for size in args.sizes:
+                    mpix = throughput(prepared, size, model.cfg.in_channels, device, args.repeats)
+                    note = f" (first call incl. compile {time.perf_counter() - start:.0f} s)" \
+                        if options.get("compile") and size == args.sizes[0] else ""  # fmt: skip
+                    print(f"  {device.type:4s} {label:32s} {size:5d}²  {mpix:6.3f} MPix/s{note}",
+                          flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

