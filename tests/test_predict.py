@@ -181,3 +181,16 @@ def test_cli_predict_writes_the_store(tmp_path, store, tiny_checkpoint):
     assert code == 0
     assert zarr.open_group(str(out), mode="r")["probs"].shape == (2, 3, 1, 150, 130)
     assert main(["predict", str(store), "-o", str(out), "--model", str(tiny_checkpoint)]) == 2
+
+
+def test_distributed_scheduler_gives_the_same_probabilities(tmp_path, store, tiny_checkpoint):
+    distributed = pytest.importorskip("distributed")
+    local = predict_store(store, tmp_path / "local.zarr", model=tiny_checkpoint, tile=64,
+                          progress=False)  # fmt: skip
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = predict_store(store, tmp_path / "remote.zarr", model=tiny_checkpoint, tile=64,
+                               scheduler=cluster.scheduler_address, progress=False)  # fmt: skip
+    expected = zarr.open_group(str(local), mode="r")["probs"][:]
+    np.testing.assert_array_equal(zarr.open_group(str(remote), mode="r")["probs"][:], expected)
