@@ -161,3 +161,11 @@ write_image({str(out / "x.ome.zarr")!r}, ImageStack(data))
     write_image(out / "x.ome.zarr", ImageStack(np.ones((1, 1, 2, 8, 8), np.uint8)))
     assert [p.name for p in out.iterdir()] == ["x.ome.zarr"]  # the dead writer's temp is gone
     assert open_store(out / "x.ome.zarr").shape == (1, 1, 2, 8, 8)
+
+
+def test_convert_pyramid_levels_option(tmp_path, inputs):
+    src = str(inputs / "movie.tif")
+    assert main(["convert", src, "-o", str(tmp_path), "--pyramid-levels", "2"]) == 0
+    store = tmp_path / "movie.ome.zarr"
+    assert (store / "1").is_dir() and (store / "2").is_dir() and not (store / "3").exists()
+    assert open_store(store).attrs["convert"]["pyramid"] == 2

@@ -186,8 +186,8 @@ def convert(
                 source, f"has the same name as {seen[out]}; both would be written to {out}"
             )
         seen[out] = str(source)
-    stacks = []
-    for source, out in zip(inputs, outputs):
+
+    def prepared(source) -> ImageStack:
         stack = read_image(source, axes=axes)
         if channel_names is not None:
             if len(channel_names) != stack.shape[1]:
@@ -198,13 +198,25 @@ def convert(
             stack = dataclasses.replace(stack, channel_names=list(channel_names))
         if pixel_size:
             stack = dataclasses.replace(stack, pixel_sizes={**stack.pixel_sizes, **pixel_size})
+        return stack
+
+    for source, out in zip(inputs, outputs):  # everything checked before anything is written;
+        prepared(source)  # the stacks are not kept, so thousands of inputs hold no open files
         check_output_free(out, overwrite)
-        stacks.append(stack)
     options = {
         "axes": axes,
         "channel_names": None if channel_names is None else list(channel_names),
         "pixel_size": pixel_size,
+        "pyramid": pyramid,
     }
-    for stack, out in zip(stacks, outputs):
-        write_image(out, stack, overwrite=overwrite, progress=progress, attrs={"convert": options})
+    for source, out in zip(inputs, outputs):
+        stack = prepared(source)
+        write_image(
+            out,
+            stack,
+            overwrite=overwrite,
+            pyramid=pyramid,
+            progress=progress,
+            attrs={"convert": options},
+        )
     return outputs

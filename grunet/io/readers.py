@@ -359,7 +359,8 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
                 n if a == "C" and i == len(shape) - 1 else 1
                 for i, (a, n) in enumerate(zip(file_axes, shape))
             )
-            data = _lazy(contiguous, file_axes, path, native=native, keep=tif)
+            tif.close()  # each region read opens the file itself
+            data = _lazy(contiguous, file_axes, path, native=native)
         else:  # compressed / tiled: tifffile's zarr store decodes one strip or tile at a time
             array = zarr.open(series.aszarr(level=0), mode="r")
             if tuple(array.shape) != shape:  # squeezed series
