@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from grunet.errors import GrunetError, InputError
-    from grunet.io.convert import check_input
+    from grunet.io.convert import check_input, release_files
 
     if args.labels is not None and len(args.labels) != len(args.inputs):
         raise InputError(
@@ -38,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
         )
     labels = args.labels or [None] * len(args.inputs)
     bad = 0
-    for path, label in tqdm(
-        list(zip(args.inputs, labels)), desc="checking", unit="input", file=sys.stderr
+    for i, (path, label) in enumerate(
+        tqdm(list(zip(args.inputs, labels)), desc="checking", unit="input", file=sys.stderr)
     ):
+        release_files(i)
         try:
             report = check_input(path, axes=args.axes, labels=label)
         except GrunetError as err:
