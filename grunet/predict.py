@@ -490,15 +490,47 @@ def _store_ranges(stack, path: Path) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in ranges]
 
 
-def _load_region(data, ranges, block: Block) -> Block:
+def _load_region(data, ranges, block: Block, channels: list[int] | None = None) -> Block:
     """Read and normalise a block's input region (runs in the prefetch thread)."""
     from grunet.preprocess import normalize
 
     t, z = block.plane
     y0, y1, x0, x1 = block.region
     raw = np.asarray(data[t, :, z, y0:y1, x0:x1])
-    block.image = np.stack([normalize(ch, lo, hi) for ch, (lo, hi) in zip(raw, ranges)])
+    channels = list(range(len(raw))) if channels is None else channels
+    block.image = np.stack([normalize(raw[c], *ranges[c]) for c in channels])
     return block
+
+
+def select_channels(
+    wanted: list[str | int] | None, names: list[str], store: Path, predictor: Predictor
+) -> list[int]:
+    """Indices of the store's channels to feed the network, in the network's order.
+
+    ``wanted`` lists channel names or indices; without it all channels are used, unless the
+    checkpoint's metadata names its training channels (``"channel_names"``) and the store has
+    them all.
+    """
+    if wanted is None:
+        trained = predictor.metadata.get("channel_names")
+        if trained and len(names) != predictor.in_channels and set(trained) <= set(names):
+            wanted = list(trained)
+        else:
+            predictor.check_channels(len(names), store)
+            return list(range(len(names)))
+    indices = []
+    for item in wanted:
+        if isinstance(item, int) or str(item).isdigit():
+            index = int(item)
+            if not 0 <= index < len(names):
+                raise ConfigError(f"channels: index {index} out of range for {store} ({names})")
+        elif item in names:
+            index = names.index(item)
+        else:
+            raise ConfigError(f"channels: {item!r} is not a channel of {store} ({names})")
+        indices.append(index)
+    predictor.check_channels(len(indices), store)
+    return indices
 
 
 def predict_store(
@@ -513,6 +545,7 @@ def predict_store(
     threads: int | None = None,
     compile: bool | str = "auto",
     scheduler: str | None = None,
+    channels: list[str | int] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -535,6 +568,8 @@ def predict_store(
         compile: torch.compile the model: "auto" (when the job is large enough), True, False.
         scheduler: a dask-distributed scheduler address; blocks then run as tasks on its
             workers (which need the checkpoint and both stores on a shared file system).
+        channels: names or indices of the store's channels to use, in the model's order
+            (default: all; or the checkpoint's training channels where it names them).
         overwrite: replace an existing ``out_path``.
         progress: progress bar over tiles on stderr.
 
@@ -567,7 +602,7 @@ def predict_store(
         predictor.batch_size = 4
     stack = open_store(image_store)
     n_t, n_c, n_z, n_y, n_x = stack.shape
-    predictor.check_channels(n_c, image_store)
+    channel_index = select_channels(channels, stack.channel_names, image_store, predictor)
     ranges = _store_ranges(stack, image_store)
     source, (cy, cx) = _image_array(image_store, stack)
     block = (cy * max(1, predictor.tile // cy), cx * max(1, predictor.tile // cx))
@@ -584,7 +619,7 @@ def predict_store(
         "shape": [n_t, predictor.classes, n_z, n_y, n_x],
         "axes": "tczyx",
         "classes": ["background", "interior", "boundary"][: predictor.classes],
-        "channel_names": list(stack.channel_names),
+        "channel_names": [stack.channel_names[i] for i in channel_index],
         "pixel_sizes": dict(stack.pixel_sizes),
         "normalization_ranges": [list(r) for r in ranges],
         "segmentation": predictor.segmentation_options,
@@ -610,12 +645,14 @@ def predict_store(
                 block,
                 progress,
                 total_windows,
+                channel_index,
             )
         else:
             _predict_local(
                 predictor,
                 source,
                 ranges,
+                channel_index,
                 target,
                 planes,
                 block,
@@ -633,7 +670,17 @@ def _fresh_blocks(layout: list[Block], plane) -> list[Block]:
 
 
 def _predict_local(
-    predictor, data, ranges, target, planes, block, layout, work_pixels, total_windows, progress
+    predictor,
+    data,
+    ranges,
+    channels,
+    target,
+    planes,
+    block,
+    layout,
+    work_pixels,
+    total_windows,
+    progress,
 ) -> None:
     """Stream blocks through the model in this process; a writer thread stores results."""
     shape = tuple(int(n) for n in data.shape[-2:])
@@ -641,7 +688,7 @@ def _predict_local(
     def blocks():
         for plane in planes:
             for b in _fresh_blocks(layout, plane):
-                yield _load_region(data, ranges, b)
+                yield _load_region(data, ranges, b, channels)
 
     writes: queue.Queue = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
@@ -680,7 +727,7 @@ _WORKER_PREDICTORS: dict = {}
 
 
 def _predict_block_task(
-    checkpoint: str, options: dict, image_store: str, out_group: str, plane, box
+    checkpoint: str, options: dict, image_store: str, out_group: str, plane, box, channels
 ) -> int:
     """One block on a dask-distributed worker: load (once) the model, predict, write."""
     import zarr
@@ -701,7 +748,8 @@ def _predict_block_task(
         for a, b in axis_windows(y0, y1, shape[0], predictor.tile, predictor.halo)
         for c, d in axis_windows(x0, x1, shape[1], predictor.tile, predictor.halo)
     ]
-    block = _load_region(source, ranges, Block(tuple(plane), y0, y1, x0, x1, windows))
+    block = Block(tuple(plane), y0, y1, x0, x1, windows)
+    block = _load_region(source, ranges, block, channels)
     target = zarr.open_array(str(Path(out_group) / PROBS_NAME), mode="r+")
     for done, probs in predictor.run_blocks(iter([block]), lambda _: shape, prefetch=1):
         t, z = done.plane
@@ -710,7 +758,16 @@ def _predict_block_task(
 
 
 def _predict_distributed(
-    address, predictor, image_store, out_group, shape, planes, block, progress, total_windows
+    address,
+    predictor,
+    image_store,
+    out_group,
+    shape,
+    planes,
+    block,
+    progress,
+    total_windows,
+    channels,
 ) -> None:
     """Run every block as a task on a dask-distributed cluster (shared file system needed)."""
     try:
@@ -744,6 +801,7 @@ def _predict_distributed(
                 str(Path(out_group).resolve()),
                 plane,
                 box,
+                channels,
                 pure=False,
             )
             for plane in planes

@@ -194,3 +194,20 @@ def test_distributed_scheduler_gives_the_same_probabilities(tmp_path, store, tin
                                scheduler=cluster.scheduler_address, progress=False)  # fmt: skip
     expected = zarr.open_group(str(local), mode="r")["probs"][:]
     np.testing.assert_array_equal(zarr.open_group(str(remote), mode="r")["probs"][:], expected)
+
+
+def test_channels_option_selects_the_model_channels_by_name(tmp_path, nuclei_timelapse):
+    from grunet.io import ImageStack, write_image
+
+    frames = nuclei_timelapse[:1, :80, :70]
+    two = np.stack([255 - frames, frames], axis=1)[:, :, None]  # (1, 2, 1, Y, X)
+    store = write_image(tmp_path / "two.ome.zarr", ImageStack(two, channel_names=["bf", "dapi"]))
+    torch.manual_seed(0)
+    path = tmp_path / "one.pt"
+    save_checkpoint(path, GRUUNet(TINY))
+    with pytest.raises(InputError, match="2 channel"):
+        predict_store(store, tmp_path / "p.zarr", model=path, progress=False)
+    out = predict_store(store, tmp_path / "p.zarr", model=path, channels=["dapi"], progress=False)
+    assert zarr.open_group(str(out), mode="r").attrs["grunet"]["channel_names"] == ["dapi"]
+    with pytest.raises(ConfigError, match="'gfp' is not a channel"):
+        predict_store(store, tmp_path / "q.zarr", model=path, channels=["gfp"], progress=False)

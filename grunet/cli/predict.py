@@ -34,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="auto",
         help="torch.compile the network: auto = only for jobs large enough to pay (default)",
     )
+    parser.add_argument(
+        "--channels", help="comma-separated channel names or indices to use (default: all)"
+    )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         compile={"auto": "auto", "yes": True, "no": False}[args.compile],
         scheduler=args.scheduler,
+        channels=args.channels.split(",") if args.channels else None,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
