@@ -14,6 +14,7 @@ CUDA the same is measured on the GPU. Timings on a shared machine are noisy: rer
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -75,9 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                 modes.append((fast + " compiled", dict(fast=True, compile=True)))
             for label, options in modes:
                 start = time.perf_counter()
-                prepared = prepare_model(GRUUNet(model.cfg).eval().requires_grad_(False),
-                                         device, **options)  # fmt: skip
-                prepared.model.load_state_dict(model.state_dict())
+                prepared = prepare_model(copy.deepcopy(model), device, **options)
                 for size in args.sizes:
                     mpix = throughput(prepared, size, model.cfg.in_channels, device, args.repeats)
                     note = f" (first call incl. compile {time.perf_counter() - start:.0f} s)" \
