@@ -97,3 +97,12 @@ def test_empty_image_gives_zero_cells_through_segment_measure_count(tmp_path, nu
     assert main(["count", str(table_path), "-o", str(tmp_path / "E.csv")]) == 0
     counts = pd.read_csv(tmp_path / "E.csv")
     assert counts.to_dict("records") == [{"sample": "E", "t": 0, "n_cells": 0, "well": "D4"}]
+
+
+def test_per_cell_csv_tables_are_counted_too(volume_table, tmp_path):
+    table, stack = volume_table
+    table.to_csv(tmp_path / "emb1.csv", index=False)
+    assert main(["count", str(tmp_path / "emb1.csv"), "-o", str(tmp_path / "n.csv")]) == 0
+    counts = pd.read_csv(tmp_path / "n.csv")
+    assert counts["n_cells"].tolist() == [np.unique(s[s > 0]).size for s in stack]
+    assert counts["well"].tolist() == ["B02", "B02"]
