@@ -58,8 +58,12 @@ class SegmentOptions:
 
     def __post_init__(self):
         for key in ("min_seed_size", "grow_radius", "max_hole_size", "min_size"):
-            if int(getattr(self, key)) < 0:
-                raise ValueError(f"SegmentOptions.{key} must be >= 0, got {getattr(self, key)}")
+            value = getattr(self, key)
+            if value < 0 or value != int(value):
+                raise ValueError(f"SegmentOptions.{key} must be a whole number >= 0, got {value}")
+            object.__setattr__(self, key, int(value))  # e.g. 4.0 from checkpoint metadata
+        for key in ("seed_threshold", "foreground_threshold"):
+            object.__setattr__(self, key, float(getattr(self, key)))
 
     @property
     def halo(self) -> int:
@@ -500,11 +504,10 @@ def segment_plane(probs, *, chunk_size: int | None = None, **options) -> np.ndar
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown segmentation option(s) {unknown}; known: {sorted(known)}")
-    fields = {k: (v if k.endswith("threshold") else int(v)) for k, v in options.items()}
     if probs.ndim != 3 or probs.shape[0] != 3:
         raise ValueError(f"probabilities must be (3, Y, X), got shape {tuple(probs.shape)}")
     stack = probs[None, :, None]
-    labels = segment_probabilities(stack, options=SegmentOptions(**fields), block=chunk_size)
+    labels = segment_probabilities(stack, options=SegmentOptions(**options), block=chunk_size)
     return np.asarray(labels[0, 0, 0].compute())
 
 
