@@ -337,7 +337,9 @@ def _planes(n_t: int, n_z: int, progress: bool) -> Iterator[tuple[int, int]]:
     return iter(planes)
 
 
-def write_table(table: pd.DataFrame, out_parquet: str | Path, provenance: dict, *, overwrite=False):
+def write_table(
+    table: pd.DataFrame, out_parquet: str | Path, provenance: dict, *, overwrite: bool = False
+) -> tuple[Path, Path]:
     """Write ``table`` as Parquet (provenance in the schema metadata) and CSV beside, atomically.
 
     Returns:
