@@ -213,7 +213,7 @@ def test_duplicate_sample_name_is_rejected(experiment):
     sheet.write_text(sheet.read_text().replace("stack\tdata", "timelapse\tdata"))
     result = snakemake(experiment, "--dry-run")
     assert result.returncode != 0
-    assert "duplicate sample name(s) timelapse" in result.stdout + result.stderr
+    assert "duplicate sample name(s) 'timelapse' (rows 1, 2)" in result.stdout + result.stderr
 
 
 def test_sample_name_that_is_not_a_file_name_is_rejected(experiment):

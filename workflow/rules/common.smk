@@ -24,9 +24,8 @@ DEMO_PREFIX = "demo:"
 
 def schema_problem(err):
     """One line naming the offending key for a snakemake.utils.validate failure."""
-    cause = (
-        err.__cause__ or err.__context__
-    )  # validate() raises from the jsonschema error
+    # validate() raises its WorkflowError while handling the jsonschema error
+    cause = err.__cause__ or err.__context__
     if not isinstance(cause, jsonschema.ValidationError):
         return str(err).strip().splitlines()[0]
     key = ".".join(str(p) for p in cause.absolute_path)
@@ -35,7 +34,10 @@ def schema_problem(err):
         unknown = sorted(set(cause.instance) - set(known))
         where = f"{key}." if key else ""
         names = ", ".join(f"'{where}{u}'" for u in unknown)
-        return f"unknown key {names} (known keys{' of ' + repr(key) if key else ''}: {', '.join(known)})"
+        of = f" of '{key}'" if key else ""
+        return f"unknown key {names} (known keys{of}: {', '.join(known)})"
+    if not key:  # e.g. a column name that is not an identifier
+        return cause.message
     return f"key '{key}': {cause.message}"
 
 
@@ -50,10 +52,8 @@ def demo_problem(path):
     """Why a demo:<name> input cannot be read, or None (grunet.demo resolves the name)."""
     try:
         from grunet.demo import resolve_demo
-    except ImportError:
-        return (
-            None  # grunet only in the jobs' conda env: the convert job checks the name
-        )
+    except ImportError:  # grunet only in the jobs' conda env: the convert job checks it
+        return None
     try:
         resolve_demo(path)
     except Exception as err:  # unknown name, or the demo extra is not installed
@@ -107,9 +107,12 @@ def load_samples(sheet):
     samples = pd.DataFrame(rows).set_index("sample", drop=False)
     duplicated = samples.index[samples.index.duplicated()].unique().tolist()
     if duplicated:
-        raise WorkflowError(
-            f"{sheet}: duplicate sample name(s) {', '.join(duplicated)}"
-        )
+        numbers = {name: [] for name in duplicated}
+        for number, name in enumerate(samples.index, start=1):
+            if name in numbers:
+                numbers[name].append(str(number))
+        names = "; ".join(f"'{n}' (rows {', '.join(rows)})" for n, rows in numbers.items())
+        raise WorkflowError(f"{sheet}: duplicate sample name(s) {names}")
     return samples
 
 
