@@ -25,7 +25,7 @@ import pandas as pd
 
 from grunet import __version__
 from grunet.atomic import atomic_output
-from grunet.errors import InputError
+from grunet.errors import GrunetError, InputError
 
 OVERLAY_MAX_SIZE = 512  # overlays are subsampled to at most this many pixels per side
 OVERLAY_MIN_WIDTH = 256  # smaller overlays are shown enlarged (nearest neighbour) to this width
@@ -445,6 +445,27 @@ def _versions() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _checkpoint_summary(model: str | Path) -> str:
+    """The checkpoint's training metadata: data, epochs, validation figures, full config."""
+    from grunet.checkpoint import load_checkpoint
+
+    try:
+        meta = dict(load_checkpoint(model).metadata)
+    except Exception as err:  # torch.load raises many types on a damaged file; report, go on
+        text = str(err) if isinstance(err, GrunetError) else f"{type(err).__name__}: {err}"
+        return f"<p class='warn'>{_esc(model)}: not a readable grunet checkpoint ({_esc(text)})</p>"
+    config = meta.pop("config", None)
+    flat = _flatten(meta)
+    if not flat:
+        return "<p class='muted'>The checkpoint records no training metadata.</p>"
+    frame = pd.DataFrame({"training metadata": list(flat), "value": list(flat.values())})
+    details = ""
+    if config is not None:
+        text = json.dumps(config, indent=2, default=str)
+        details = f"<details><summary>training config</summary><pre>{_esc(text)}</pre></details>"
+    return _table(frame) + details
+
+
 def _section_provenance(stores: dict, probs, tables, model, config_files) -> str:
     from grunet.checkpoint import file_sha256
 
@@ -455,6 +476,7 @@ def _section_provenance(stores: dict, probs, tables, model, config_files) -> str
         parts.append(
             f"<h3>Model</h3><table><tr><th>checkpoint</th><td>{_esc(Path(model).resolve())}</td></tr>"
             f"<tr><th>sha256</th><td><code>{model_sha}</code></td></tr></table>"
+            + _checkpoint_summary(model)
         )
     rows = []
     for store in stores.values():

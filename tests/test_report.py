@@ -198,3 +198,34 @@ def test_cli_report_refuses_to_overwrite_then_overwrites(experiment, tmp_path, c
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_report_shows_the_checkpoint_training_metadata(experiment, tmp_path):
+    import torch
+
+    from grunet.checkpoint import save_checkpoint
+    from grunet.model import SMALL, GRUUNet
+
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    sha = save_checkpoint(model, GRUUNet(SMALL), {"epochs": 7, "val": {"val_f1_50": 0.7302}})
+    page = build_report(
+        tmp_path / "r.html",
+        counts=experiment["counts"],
+        tables=experiment["tables"],
+        images=experiment["images"],
+        model=model,
+    ).read_text()
+    assert sha in page
+    assert "val.val_f1_50" in page and "0.7302" in page
+
+
+def test_unreadable_checkpoint_is_reported_not_fatal(experiment, tmp_path):
+    page = build_report(
+        tmp_path / "r.html",
+        counts=experiment["counts"],
+        tables=experiment["tables"],
+        images=experiment["images"],
+        model=experiment["model"],  # not a checkpoint: its sha256 is still shown
+    ).read_text()
+    assert experiment["sha"] in page and "not a readable grunet checkpoint" in page
