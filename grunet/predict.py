@@ -122,11 +122,15 @@ class Block:
 
     def add(self, window, probs: np.ndarray, shape: tuple[int, int], ramp: int) -> None:
         """Blend one window's (classes, wy, wx) probabilities into the block."""
+        wy0, wy1, wx0, wx1 = window
+        if len(self.windows) == 1:  # the common case (tile = chunk): weights are 1 in the block
+            self.acc = probs[:, self.y0 - wy0 : self.y1 - wy0, self.x0 - wx0 : self.x1 - wx0]
+            self.remaining -= 1
+            return
         if self.acc is None:
             by, bx = self.y1 - self.y0, self.x1 - self.x0
             self.acc = np.zeros((probs.shape[0], by, bx), dtype=np.float32)
             self.wsum = np.zeros((by, bx), dtype=np.float32)
-        wy0, wy1, wx0, wx1 = window
         oy0, oy1 = max(wy0, self.y0), min(wy1, self.y1)
         ox0, ox1 = max(wx0, self.x0), min(wx1, self.x1)
         if oy0 < oy1 and ox0 < ox1:
@@ -142,7 +146,7 @@ class Block:
 
     def result(self) -> np.ndarray:
         """(classes, by, bx) float32 blended probabilities; frees the accumulators."""
-        out = self.acc / self.wsum
+        out = self.acc if self.wsum is None else self.acc / self.wsum
         self.acc = self.wsum = self.image = None
         return out
 
