@@ -111,7 +111,9 @@ def load_samples(sheet):
         for number, name in enumerate(samples.index, start=1):
             if name in numbers:
                 numbers[name].append(str(number))
-        names = "; ".join(f"'{n}' (rows {', '.join(rows)})" for n, rows in numbers.items())
+        names = "; ".join(
+            f"'{n}' (rows {', '.join(rows)})" for n, rows in numbers.items()
+        )
         raise WorkflowError(f"{sheet}: duplicate sample name(s) {names}")
     return samples
 

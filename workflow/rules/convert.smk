@@ -8,10 +8,10 @@ rule convert:
         "results/logs/convert/{sample}.log",
     conda:
         "../../envs/grunet.yaml"
-    threads: 1
+    threads: config["convert"]["threads"]
     params:
         source=get_source,
         options=get_convert_options,
     shell:
-        "grunet convert {params.source} -o results/images --name {wildcards.sample}"
+        "DASK_NUM_WORKERS={threads} grunet convert {params.source} -o results/images --name {wildcards.sample}"
         " {params.options} --overwrite > {log} 2>&1"

@@ -10,9 +10,9 @@ rule measure:
         "results/logs/measure/{sample}.log",
     conda:
         "../../envs/grunet.yaml"
-    threads: 1
+    threads: config["measure"]["threads"]
     params:
         meta=get_meta_options,
     shell:
-        "grunet measure {input.image} -o {output.table} --labels cells"
+        "DASK_NUM_WORKERS={threads} grunet measure {input.image} -o {output.table} --labels cells"
         " --sample {wildcards.sample} {params.meta} --overwrite > {log} 2>&1"

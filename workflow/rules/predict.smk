@@ -15,5 +15,5 @@ rule predict:
     params:
         options=get_predict_options,
     shell:
-        "grunet predict {input.image} -o {output.probs} --model {input.model}"
+        "DASK_NUM_WORKERS={threads} grunet predict {input.image} -o {output.probs} --model {input.model}"
         " {params.options} --threads {threads} --overwrite > {log} 2>&1"

@@ -14,9 +14,9 @@ rule segment:
         "results/logs/segment/{sample}.log",
     conda:
         "../../envs/grunet.yaml"
-    threads: 1
+    threads: config["segment"]["threads"]
     params:
         options=get_segment_options,
     shell:
-        "grunet segment {input.probs} --image {input.image} --name cells {params.options}"
+        "DASK_NUM_WORKERS={threads} grunet segment {input.probs} --image {input.image} --name cells {params.options}"
         " --overwrite -o {output.done} > {log} 2>&1"
