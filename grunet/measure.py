@@ -76,36 +76,63 @@ def table_columns(channel_names: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- one region / block
 
 
-FIELDS = ["label", *POSITION_COLUMNS[:2], *POSITION_COLUMNS[4:], *SHAPE_COLUMNS]
+FIELDS = ["label", *POSITION_COLUMNS[:2], *POSITION_COLUMNS[4:], *SHAPE_COLUMNS]  # row layout
 INTENSITY_KEYS = ("intensity_mean", "intensity_min", "intensity_max")
 
 
-def _region_row(region, offset: tuple[int, int], n_channels: int) -> np.ndarray:
-    """One cell as a float64 vector: FIELDS, then mean, min, max, sum per channel.
+def integrated_intensity(mask: np.ndarray, intensity: np.ndarray) -> float:
+    """Sum of a cell's pixel intensities (float64); a regionprops extra property."""
+    return float(np.sum(intensity[mask], dtype=np.float64))
 
-    Every integer (label < 2**32, bbox, area) is exact in float64.
-    """
-    y0, x0, y1, x1 = region.bbox
-    cy, cx = region.centroid  # includes the offset (regionprops(offset=...))
-    head = [region.label, cy, cx, y0 + offset[0], x0 + offset[1], y1 + offset[0], x1 + offset[1]]
-    row = np.empty(len(FIELDS) + 4 * n_channels, np.float64)
-    row[: len(head)] = head
-    row[len(head) : len(FIELDS)] = [region[prop] for prop in SHAPE_COLUMNS.values()]
-    if n_channels:
-        intensity = [np.atleast_1d(region[key]) for key in INTENSITY_KEYS]
-        values = region.image_intensity[region.image]  # (n_pixels, C)
-        intensity.append(values.astype(np.float64).sum(axis=0).reshape(-1))
-        row[len(FIELDS) :] = np.concatenate(intensity)
-    return row
+
+def _columns(n_channels: int) -> list[str]:
+    """regionprops_table-style column names, in the order of a row (see FIELDS)."""
+    names = ["label", "centroid-0", "centroid-1", "bbox-0", "bbox-1", "bbox-2", "bbox-3"]
+    names += list(SHAPE_COLUMNS.values())
+    for key in (*INTENSITY_KEYS, "integrated_intensity"):
+        names += [f"{key}-{c}" for c in range(n_channels)]
+    return names
 
 
 def _measure_regions(labels: np.ndarray, image: np.ndarray | None, offset) -> np.ndarray:
-    """Rows for the regions of a (Y, X) label array; ``image`` is (C, Y, X) or None."""
-    intensity = None if image is None else np.moveaxis(image, 0, -1)
-    regions = regionprops(labels, intensity, offset=np.asarray(offset))
+    """Rows (FIELDS, then mean, min, max, sum per channel) of the regions of (Y, X) labels.
+
+    ``image`` is (C, Y, X) or None. Coordinates are shifted by ``offset`` exactly as
+    regionprops_table on the whole plane computes them; every integer is exact in float64.
+    """
     n_channels = 0 if image is None else image.shape[0]
-    rows = [_region_row(r, offset, n_channels) for r in regions]
-    return np.stack(rows) if rows else np.zeros((0, len(FIELDS) + 4 * n_channels))
+    intensity = None if image is None else np.moveaxis(image, 0, -1)  # (Y, X, C)
+    extra = None if image is None else (integrated_intensity,)
+    regions = regionprops(labels, intensity, offset=np.asarray(offset), extra_properties=extra)
+    names = _columns(n_channels)
+    if not regions:
+        return np.zeros((0, len(names)))
+    props = ["label", "centroid", "bbox", *SHAPE_COLUMNS.values()]
+    if n_channels:
+        props += [*INTENSITY_KEYS, "integrated_intensity"]
+    table = _props_table(regions, props)
+    rows = np.stack([np.asarray(table[name], np.float64) for name in names], axis=1)
+    rows[:, 3:7] += np.asarray([*offset, *offset], np.float64)  # bbox ignores offset
+    return rows
+
+
+def _props_table(regions, props: list[str]) -> dict[str, np.ndarray]:
+    """regionprops_table's column builder (fast), or a plain loop if skimage moved it."""
+    try:
+        from skimage.measure._regionprops import _props_to_dict
+
+        return _props_to_dict(regions, properties=props)
+    except ImportError:  # pragma: no cover - private helper of skimage 0.19-0.26
+        out: dict[str, list] = {}
+        for region in regions:
+            for prop in props:
+                value = np.asarray(region[prop])
+                if value.ndim == 0:
+                    out.setdefault(prop, []).append(value)
+                else:
+                    for i, v in enumerate(value.ravel()):
+                        out.setdefault(f"{prop}-{i}", []).append(v)
+        return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _local_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
