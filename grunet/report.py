@@ -68,6 +68,7 @@ def build_report(
     config_files: Sequence[str | Path] = (),
     group_by: str | None = "condition",
     frames: int = 3,
+    max_overlay_samples: int = 48,
     title: str = "grunet report",
     overwrite: bool = False,
 ) -> Path:
@@ -84,6 +85,7 @@ def build_report(
         config_files: configuration files (YAML, sample sheet) shown verbatim for provenance.
         group_by: metadata column grouping the count plot (skipped if absent or empty).
         frames: overlays per sample (time points spread evenly over the series).
+        max_overlay_samples: overlays of at most this many samples (keeps the page small).
         title: page title.
         overwrite: replace an existing ``output``.
 
@@ -111,7 +113,7 @@ def build_report(
     for column in ("sample", "t", "n_cells"):
         if column not in count_table.columns:
             raise InputError(counts, f"counts table has no '{column}' column")
-    cells = _read_tables(tables)
+    cells = _read_tables(tables, group_by)
     stores = {_sample_name(p): Path(p) for p in images}
     if group_by and (group_by not in count_table.columns or count_table[group_by].isna().all()):
         group_by = None
@@ -119,7 +121,7 @@ def build_report(
     sections = [
         _section_summary(count_table, cells, stores, group_by),
         _section_counts(count_table, group_by),
-        _section_overlays(stores, count_table, frames),
+        _section_overlays(stores, count_table, frames, max_overlay_samples),
         _section_sizes(cells, group_by),
         _section_training(train_dir) if train_dir is not None else "",
         _section_provenance(stores, probs, tables, model, config_files),
@@ -153,11 +155,16 @@ def _sample_name(path: str | Path) -> str:
     return Path(path).stem
 
 
-def _read_tables(tables: Sequence[str | Path]) -> pd.DataFrame:
+def _read_tables(tables: Sequence[str | Path], group_by: str | None) -> pd.DataFrame:
+    """The columns the report plots, from every table (the rest is never loaded)."""
+    import pyarrow.parquet as pq
+
+    wanted = {"sample", "t", "area", "area_um2", group_by}
     frames = []
     for path in tables:
         try:
-            frame = pd.read_parquet(path)
+            columns = [c for c in pq.read_schema(path).names if c in wanted]
+            frame = pd.read_parquet(path, columns=columns)
         except Exception as err:  # pyarrow raises several types for unreadable files
             raise InputError(path, f"not a readable Parquet table ({err})") from None
         if "sample" not in frame.columns:
@@ -207,6 +214,12 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return _img_tag(buf.getvalue())
+
+
+def _legend(ax, max_entries: int = 20) -> None:
+    """A legend, unless there are too many lines to tell apart."""
+    if 0 < len(ax.get_legend_handles_labels()[1]) <= max_entries:
+        ax.legend(fontsize="small", loc="best")
 
 
 def _figure(img: str, caption: str) -> str:
@@ -284,7 +297,7 @@ def _section_counts(counts: pd.DataFrame, group_by) -> str:
     ax.set_xlabel("time point t")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("cells")
-    ax.legend(fontsize="small", loc="best")
+    _legend(ax)
     parts = ["<h2>Cell counts</h2>", _figure(_png(fig), "Cells per time point, per sample")]
     if group_by:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -297,7 +310,7 @@ def _section_counts(counts: pd.DataFrame, group_by) -> str:
         ax.set_xlabel("time point t")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cells (mean; band: min-max over samples)")
-        ax.legend(fontsize="small", loc="best")
+        _legend(ax)
         parts.append(_figure(_png(fig), f"Cells per time point, per {group_by}"))
     return "".join(parts)
 
@@ -329,13 +342,19 @@ def _overlay(image: np.ndarray, labels: np.ndarray, value_range) -> bytes:
     return buf.getvalue()
 
 
-def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int) -> str:
+def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int, max_samples: int) -> str:
     parts = [
         "<h2>Segmentation overlays</h2><p class='muted'>Cell outlines (one colour per cell) over "
         "the first channel, middle z plane; images larger than "
         f"{OVERLAY_MAX_SIZE} px are subsampled.</p>"
     ]
-    for sample, store in stores.items():
+    if len(stores) > max_samples:
+        hidden = list(stores)[max_samples:]
+        parts.append(
+            f"<p class='muted'>Overlays of the first {max_samples} samples; not shown: "
+            f"{_esc(', '.join(hidden))}.</p>"
+        )
+    for sample, store in list(stores.items())[:max_samples]:
         group = _open_group(store)
         if "labels" not in group or "cells" not in group["labels"]:
             parts.append(
@@ -389,7 +408,7 @@ def _section_sizes(cells: pd.DataFrame, group_by) -> str:
             )
         ax.set_xlabel(f"{column} ({unit})")
         ax.set_ylabel("density")
-        ax.legend(fontsize="small", loc="best")
+        _legend(ax)
         parts.append(_figure(_png(fig), f"Cell size distribution per {key}"))
     stats = cells.groupby("sample", sort=False)[column].describe()[["count", "mean", "50%", "std"]]
     stats = stats.rename(columns={"50%": "median"}).reset_index()

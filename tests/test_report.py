@@ -229,3 +229,16 @@ def test_unreadable_checkpoint_is_reported_not_fatal(experiment, tmp_path):
         model=experiment["model"],  # not a checkpoint: its sha256 is still shown
     ).read_text()
     assert experiment["sha"] in page and "not a readable grunet checkpoint" in page
+
+
+def test_overlays_are_capped_to_keep_the_page_small(experiment, tmp_path):
+    page = build_report(
+        tmp_path / "r.html",
+        counts=experiment["counts"],
+        tables=experiment["tables"],
+        images=experiment["images"],
+        frames=1,
+        max_overlay_samples=1,
+    ).read_text()
+    assert "not shown: drug_A02" in page
+    assert page.count("<figcaption>t=") == 1

@@ -26,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--group-by", default="condition", help="metadata column for grouped plots (if present)"
     )
     parser.add_argument("--frames", type=int, default=3, help="overlays per sample (default 3)")
+    parser.add_argument(
+        "--max-overlay-samples", type=int, default=48, help="overlays of at most N samples (48)"
+    )
     parser.add_argument("--title", default="grunet report", help="page title")
     parser.add_argument("-o", "--output", required=True, help="HTML file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         config_files=args.config_files,
         group_by=args.group_by or None,
         frames=args.frames,
+        max_overlay_samples=args.max_overlay_samples,
         title=args.title,
         overwrite=args.overwrite,
     )
