@@ -19,6 +19,13 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 
 
+# Tiny jobs run where snakemake runs instead of waiting in a cluster queue.
+localrules:
+    all,
+    count,
+    aggregate_counts,
+
+
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES.index),
 
