@@ -6,6 +6,8 @@ import argparse
 
 from grunet.predict import DEFAULT_HALO, DEFAULT_TILE
 
+COMPILE_CHOICES = {"auto": "auto", "yes": True, "true": True, "no": False, "false": False}
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -30,8 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
     parser.add_argument(
         "--compile",
-        choices=("auto", "yes", "no"),
+        type=str.lower,
+        choices=sorted(COMPILE_CHOICES),
         default="auto",
+        metavar="{auto,yes,no}",
         help="torch.compile the network: auto = only for jobs large enough to pay (default)",
     )
     parser.add_argument(
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         threads=args.threads,
-        compile={"auto": "auto", "yes": True, "no": False}[args.compile],
+        compile=COMPILE_CHOICES[args.compile],
         scheduler=args.scheduler,
         channels=args.channels.split(",") if args.channels else None,
         overwrite=args.overwrite,
