@@ -195,11 +195,27 @@ def read_label_image(path: str | Path) -> np.ndarray:
             return np.asarray(read_labels(path)).squeeze()
         import tifffile
 
-        return np.asarray(tifffile.imread(path)).squeeze()
+        labels = np.asarray(tifffile.imread(path)).squeeze()
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad input file
         raise InputError(path, f"cannot read labels ({type(err).__name__}: {err})") from None
+    return checked_labels(labels, path)
+
+
+def checked_labels(labels: np.ndarray, path: str | Path) -> np.ndarray:
+    """Refuse label images that are not non-negative whole numbers."""
+    if labels.dtype.kind not in "iuf":
+        raise InputError(path, f"labels must be integers, got pixel type {labels.dtype}")
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise InputError(path, "labels must be whole numbers (found fractional values)")
+    if labels.size and labels.min() < 0:
+        raise InputError(
+            path,
+            f"label image has negative values (min {labels.min()}); use 0 for background "
+            "and positive ids for cells",
+        )
+    return labels
 
 
 def evaluate_files(

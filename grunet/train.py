@@ -87,8 +87,11 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
             raise InputError(path, "config file not found")
         try:
             user = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise InputError(path, "not a text (YAML) config file") from None
         except yaml.YAMLError as err:
-            raise InputError(path, f"not valid YAML ({err})") from None
+            reason = str(err).splitlines()[0]
+            raise InputError(path, f"not valid YAML ({reason})") from None
         if not isinstance(user, dict):
             raise InputError(path, "expected a mapping of config keys")
     cfg = _merge(DEFAULTS, {**user, **(overrides or {})}, "")
@@ -109,8 +112,27 @@ def _merge(base: dict, user: dict, prefix: str) -> dict:
                 raise ConfigError(f"training config key '{prefix}{key}' must be a mapping")
             out[key] = _merge(base[key], value, f"{prefix}{key}.")
         else:
+            _check_type(base[key], value, f"{prefix}{key}")
             out[key] = value
     return out
+
+
+def _check_type(default, value, key: str) -> None:
+    """A value must have its default's kind (number, flag, text, list); None defaults are free."""
+    if default is None:
+        return
+    kinds = [
+        (bool, "true or false"),
+        ((int, float), "a number"),
+        (str, "text"),
+        (list, "a list"),
+    ]
+    for kind, words in kinds:
+        if isinstance(default, kind):
+            wrong_bool = kind is not bool and isinstance(value, bool)
+            if not isinstance(value, kind) or wrong_bool:
+                raise ConfigError(f"training config key '{key}' must be {words}, got {value!r}")
+            return
 
 
 # --------------------------------------------------------------------------------------- data
