@@ -47,7 +47,7 @@ def run_pipeline(
     from grunet.io.convert import convert
     from grunet.measure import measure_store
     from grunet.predict import Predictor, predict_store
-    from grunet.segment import SegmentOptions, segment_store
+    from grunet.segment import segment_store
 
     if not inputs:
         raise InputError(None, "no input images given")
@@ -58,7 +58,6 @@ def run_pipeline(
     stores = convert(inputs, outdir, axes=axes, overwrite=overwrite, progress=progress)
     for store in stores:
         predictor.check_channels(store_channels(store), store)
-    options = SegmentOptions(**predictor.segmentation_options)
     tables = []
     for store in stores:
         stem = store.name[: -len(".ome.zarr")]
@@ -72,7 +71,7 @@ def run_pipeline(
             overwrite=True,
             progress=progress,
         )
-        segment_store(probs, store, options=options, overwrite=overwrite, progress=progress)
+        segment_store(probs, store, overwrite=overwrite, progress=progress)
         if not keep_probabilities:
             remove_path(probs)
         table = outdir / "cells" / f"{stem}.parquet"

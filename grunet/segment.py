@@ -517,12 +517,16 @@ def segment_store(
     *,
     name: str = "cells",
     overwrite: bool = False,
-    options: SegmentOptions | None = None,
+    options: SegmentOptions | dict | None = None,
     three_d: bool | None = None,
     block: int | None = None,
     progress: bool = False,
 ) -> Path:
     """Segment a ``<sample>.probs.zarr`` into ``<image_store>/labels/<name>`` (atomic).
+
+    Thresholds default to those stored with the model that predicted the probabilities
+    (checkpoint metadata "segmentation", copied into the probs attrs); a dict of
+    :class:`SegmentOptions` fields overrides some of them, a :class:`SegmentOptions` all.
 
     Args:
         probs_path: zarr group with array "probs" (T, 3, Z, Y, X) (from ``grunet predict``).
@@ -554,10 +558,13 @@ def segment_store(
         raise InputError(
             probs_path, f"shape {probs.shape} does not match image {image.data.shape} (T,C,Z,Y,X)"
         )
-    opts = options or SegmentOptions()
+    meta = attrs.get("grunet", attrs) if isinstance(attrs, dict) else {}
+    if isinstance(options, SegmentOptions):
+        opts = options
+    else:
+        opts = SegmentOptions(**{**(meta.get("segmentation") or {}), **(options or {})})
     three_d = probs.shape[2] > 1 if three_d is None else three_d
     labels = segment_probabilities(probs, options=opts, block=block, three_d=three_d)
-    meta = attrs.get("grunet", attrs) if isinstance(attrs, dict) else {}
     provenance = {
         "version": __version__,
         "stage": "segment",

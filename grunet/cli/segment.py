@@ -16,15 +16,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("probs", help="<sample>.probs.zarr from `grunet predict`")
     parser.add_argument("--image", required=True, help="the <sample>.ome.zarr store to label")
     parser.add_argument("--name", default="cells", help="labels name (default: cells)")
-    parser.add_argument("--min-size", type=int, default=0, help="remove cells under N px")
-    parser.add_argument("--min-seed-size", type=int, default=4, help="ignore seeds under N px")
-    parser.add_argument("--seed-threshold", type=float, default=0.5, help="P(interior) of seeds")
+    parser.add_argument("--min-size", type=int, help="remove cells under N px (default 0)")
+    parser.add_argument("--min-seed-size", type=int, help="ignore seeds under N px (default 4)")
     parser.add_argument(
-        "--foreground-threshold", type=float, default=0.5, help="1 - P(background) of cells"
+        "--seed-threshold", type=float, help="P(interior) of seeds (default: the model's, or 0.5)"
     )
-    parser.add_argument("--grow-radius", type=int, default=10, help="max growth from a seed (px)")
     parser.add_argument(
-        "--max-hole-size", type=int, default=64, help="fill enclosed holes up to N px (0: off)"
+        "--foreground-threshold",
+        type=float,
+        help="1 - P(background) of cells (default: the model's, or 0.5)",
+    )
+    parser.add_argument("--grow-radius", type=int, help="max growth from a seed (px, default 10)")
+    parser.add_argument(
+        "--max-hole-size", type=int, help="fill enclosed holes up to N px (0: off; default 64)"
     )
     parser.add_argument(
         "--mode", choices=("auto", "2d", "3d"), default="auto", help="3d: across z (auto: Z > 1)"
@@ -41,15 +45,17 @@ def run(args: argparse.Namespace) -> int:
     from grunet.errors import ConfigError
     from grunet.segment import SegmentOptions, segment_store
 
+    given = {
+        "seed_threshold": args.seed_threshold,
+        "foreground_threshold": args.foreground_threshold,
+        "min_seed_size": args.min_seed_size,
+        "grow_radius": args.grow_radius,
+        "max_hole_size": args.max_hole_size,
+        "min_size": args.min_size,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
     try:
-        options = SegmentOptions(
-            seed_threshold=args.seed_threshold,
-            foreground_threshold=args.foreground_threshold,
-            min_seed_size=args.min_seed_size,
-            grow_radius=args.grow_radius,
-            max_hole_size=args.max_hole_size,
-            min_size=args.min_size,
-        )
+        SegmentOptions(**options)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     three_d = {"auto": None, "2d": False, "3d": True}[args.mode]
