@@ -19,8 +19,12 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lazy, so `import grunet` stays cheap and stage modules load only when used.
-    if name in ("load_model", "segment"):
-        from grunet import api
+    if name == "load_model":
+        from grunet.api import load_model
 
-        return getattr(api, name)
+        return load_model
+    if name == "segment":
+        import grunet.segment  # a callable module: grunet.segment(image, ...) is the API
+
+        return grunet.segment
     raise AttributeError(f"module 'grunet' has no attribute {name!r}")
