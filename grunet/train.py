@@ -148,7 +148,11 @@ class Sample:
 
 
 def _read_2d(path: Path, what: str) -> list[np.ndarray]:
-    """2D planes of a TIFF or OME-Zarr image/labels file."""
+    """2D planes of a TIFF or OME-Zarr image/labels file (or a ``demo:<name>`` image)."""
+    if str(path).startswith("demo:"):
+        from grunet.demo import resolve_demo
+
+        path = resolve_demo(str(path))[0]
     if not path.exists():
         raise InputError(path, "no such file or directory")
     if path.suffix == ".zarr" or path.is_dir():
