@@ -57,3 +57,11 @@ def test_temporaries_of_killed_runs_are_cleaned_by_the_next_write(tmp_path):
         tmp.write_text("done")
     assert target.read_text() == "done"
     assert stale_temporaries(tmp_path) == []
+
+
+def test_concurrent_writers_never_share_a_temporary_path(tmp_path):
+    from grunet.atomic import temporary_sibling
+
+    names = {temporary_sibling(tmp_path / "A01.ome.zarr") for _ in range(100)}
+    assert len(names) == 100
+    assert all(str(n.name).startswith(".A01.ome.zarr.tmp-") for n in names)
