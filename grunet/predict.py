@@ -365,7 +365,10 @@ class Predictor:
         pending: list = []
         open_blocks: list[Block] = []
         with bar:
-            for block in _prefetch(blocks, prefetch):
+            # On a CPU the reader thread would compete with torch's threads for the same cores
+            # (OpenMP barriers stall when a core is taken); overlap pays on accelerators only.
+            source = blocks if prepared.device.type == "cpu" else _prefetch(blocks, prefetch)
+            for block in source:
                 if prepared.compiled and self._std == (0, 0):  # the largest window of a plane
                     longest = [min(self.tile + 2 * self.halo, n) for n in shape_of(block)]
                     self._std = tuple(_round_up(n, self.stride) for n in longest)
@@ -711,6 +714,7 @@ def _predict_local(
             except BaseException as err:  # reported in the main thread
                 failure.append(err)
 
+    inline = predictor.device.type == "cpu"  # see run_blocks: no competing threads on a CPU
     thread = threading.Thread(target=writer, daemon=True, name="grunet-writer")
     thread.start()
     try:
@@ -723,7 +727,12 @@ def _predict_local(
         ):
             if failure:
                 break
-            writes.put(((*b.plane, b.y0, b.y1, b.x0, b.x1), probs.astype(np.float16)))
+            item = ((*b.plane, b.y0, b.y1, b.x0, b.x1), probs.astype(np.float16))
+            if inline:
+                t, z, y0, y1, x0, x1 = item[0]
+                target[t, :, z, y0:y1, x0:x1] = item[1]
+            else:
+                writes.put(item)
     finally:
         writes.put(None)
         thread.join()
