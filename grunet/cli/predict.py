@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from grunet.predict import DEFAULT_HALO, DEFAULT_TILE
-
 COMPILE_CHOICES = {"auto": "auto", "yes": True, "true": True, "no": False, "false": False}
 
 
@@ -21,12 +19,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("store", metavar="STORE.ome.zarr", help="image store (grunet convert)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.probs.zarr")
     parser.add_argument("--model", metavar="CKPT", help="checkpoint (default: the shipped model)")
-    parser.add_argument(
-        "--tile", type=int, default=DEFAULT_TILE, help=f"window core, px (default {DEFAULT_TILE})"
-    )
-    parser.add_argument(
-        "--halo", type=int, default=DEFAULT_HALO, help=f"context per side, px ({DEFAULT_HALO})"
-    )
+    parser.add_argument("--tile", type=int, help="window core, px (default 1024)")
+    parser.add_argument("--halo", type=int, help="context per side, px (default 32)")
     parser.add_argument("--batch-size", type=int, help="tiles per forward (1 on CPU, 4 on GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
