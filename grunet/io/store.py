@@ -31,11 +31,10 @@ with warnings.catch_warnings():  # ome_zarr.writer's import warns about its own 
 
 from grunet import __version__
 from grunet.atomic import (
-    TMP_MARK,
     atomic_output,
     check_output_free,
+    remove_abandoned_temporaries,
     remove_path,
-    stale_temporaries,
     temporary_sibling,
 )
 from grunet.errors import InputError
@@ -211,34 +210,6 @@ def _write_pyramid(
         previous = target
 
 
-def remove_dead_temporaries(path: Path) -> list[Path]:
-    """Delete temporary siblings of ``path`` left by killed writers (their pid is gone).
-
-    Only temporaries of this very output are touched, and only when the process that made
-    them no longer exists on this host, so a concurrent writer's temporary is never removed.
-    """
-    removed = []
-    prefix = f".{path.name}{TMP_MARK}"
-    for tmp in stale_temporaries(path.parent):
-        if not tmp.name.startswith(prefix):
-            continue
-        pid = tmp.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            remove_path(tmp)
-            removed.append(tmp)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_ome_metadata(
     group: zarr.Group,
     pixel_sizes: dict[str, float | None],
@@ -315,7 +286,7 @@ def write_image(
     path = Path(path)
     check_output_free(path, overwrite)
     check_dtype(stack.dtype, stack.source or None)
-    remove_dead_temporaries(path)
+    remove_abandoned_temporaries(path)
     data = stack.data
     chunk_shape = image_chunks(data.shape, chunks)
     source = stack.source or str(path)
@@ -476,7 +447,7 @@ def write_labels(
         raise InputError(store, f"labels must be integers, got {labels.dtype}")
     final = store / "labels" / name
     check_output_free(final, overwrite)
-    remove_dead_temporaries(final)
+    remove_abandoned_temporaries(final)
     (store / "labels").mkdir(exist_ok=True)
     if not (store / "labels" / "zarr.json").exists():
         _write_json_atomic(
@@ -562,7 +533,7 @@ def write_array(
     if attrs and set(attrs) == {"grunet"}:
         attrs = attrs["grunet"]
     check_output_free(path, overwrite)
-    remove_dead_temporaries(path)
+    remove_abandoned_temporaries(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         target = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype)
