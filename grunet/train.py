@@ -34,6 +34,7 @@ from grunet.segment import instances_from_probabilities
 
 DEFAULTS: dict = {
     "model": {"preset": "small"},  # preset name; other keys override preset fields
+    "init": None,  # checkpoint whose weights start the training (fine-tuning); None: random
     "data": {
         "root": None,  # folder with images/, labels/, manifest.csv (column `split`)
         "train_split": "train",
@@ -133,6 +134,16 @@ def _check_type(default, value, key: str) -> None:
             if not isinstance(value, kind) or wrong_bool:
                 raise ConfigError(f"training config key '{key}' must be {words}, got {value!r}")
             return
+
+
+def initial_weights(path: str | Path, config) -> dict:
+    """Weights of a checkpoint to fine-tune from; its model config must match this run's."""
+    from grunet.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    if checkpoint.config != config:
+        raise ConfigError(f"init: {path} holds another model config than this run's 'model'")
+    return checkpoint.state_dict
 
 
 # --------------------------------------------------------------------------------------- data
@@ -360,7 +371,10 @@ class Trainer:
         self.out_dir, self.device = out_dir, device
         torch.manual_seed(cfg["seed"])
         model_cfg = dict(cfg["model"])
-        self.model = GRUUNet(preset(model_cfg.pop("preset", "small"), **model_cfg)).to(device)
+        self.model = GRUUNet(preset(model_cfg.pop("preset", "small"), **model_cfg))
+        if cfg["init"]:
+            self.model.load_state_dict(initial_weights(cfg["init"], self.model.cfg))
+        self.model = self.model.to(device)
         if cfg["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(

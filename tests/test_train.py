@@ -174,3 +174,20 @@ def test_export_ships_a_small_checkpoint_with_its_figures(demo_run, tmp_path):
     assert shipped.metadata["normalization"]["percentiles"] == [1.0, 99.8]
     assert "seed_threshold" in shipped.metadata["segmentation"]
     assert json.loads(dest.with_suffix(".json").read_text())["best_epoch"] >= 1
+
+
+def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
+    import torch
+
+    from grunet.checkpoint import save_checkpoint
+    from grunet.errors import ConfigError
+    from grunet.model import SMALL, GRUUNet
+    from grunet.train import initial_weights
+
+    torch.manual_seed(3)
+    model = GRUUNet(SMALL)
+    save_checkpoint(tmp_path / "start.pt", model)
+    weights = initial_weights(tmp_path / "start.pt", SMALL)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="another model config"):
+        initial_weights(tmp_path / "start.pt", SMALL.replace(hidden=8))
