@@ -44,6 +44,18 @@ def normalize_channels(
     return np.stack([normalize(ch, lo, hi) for ch, (lo, hi) in zip(image, ranges)])
 
 
+def edge_and_classes(labels: np.ndarray, boundary_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1-px inner edge mask, classes with a ``boundary_width`` boundary) of a 2D label plane."""
+    foreground = labels > 0
+    edge = find_boundaries(labels, connectivity=1, mode="inner") & foreground
+    boundary = edge
+    if boundary_width > 1:
+        boundary = ndi.binary_dilation(edge, iterations=boundary_width - 1) & foreground
+    classes = np.where(foreground, INTERIOR, BACKGROUND).astype(np.uint8)
+    classes[boundary] = BOUNDARY
+    return edge, classes
+
+
 def targets_from_labels(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
     """Per-pixel classes (0 background, 1 interior, 2 boundary) from instance labels.
 
@@ -56,12 +68,7 @@ def targets_from_labels(labels: np.ndarray, boundary_width: int = 2) -> np.ndarr
     if labels.ndim > 2:
         return np.stack([targets_from_labels(plane, boundary_width) for plane in labels])
     foreground = labels > 0
-    edge = find_boundaries(labels, connectivity=1, mode="inner") & foreground
-    boundary = edge
-    if boundary_width > 1:
-        boundary = ndi.binary_dilation(edge, iterations=boundary_width - 1) & foreground
-    targets = np.where(foreground, INTERIOR, BACKGROUND).astype(np.uint8)
-    targets[boundary] = BOUNDARY
+    edge, targets = edge_and_classes(labels, boundary_width)
     ids = np.unique(labels[foreground])
     with_interior = np.unique(labels[targets == INTERIOR])
     for cell in np.setdiff1d(ids, with_interior):
@@ -136,13 +143,7 @@ def _encoded_targets(block: np.ndarray, bw: int) -> np.ndarray:
     """Classes | _EDGE_BIT on edge pixels, plane by plane, without the small-cell fallback."""
     if block.ndim > 2:
         return np.stack([_encoded_targets(plane, bw) for plane in block])
-    foreground = block > 0
-    edge = find_boundaries(block, connectivity=1, mode="inner") & foreground
-    boundary = edge
-    if bw > 1:
-        boundary = ndi.binary_dilation(edge, iterations=bw - 1) & foreground
-    out = np.where(foreground, INTERIOR, BACKGROUND).astype(np.uint8)
-    out[boundary] = BOUNDARY
+    edge, out = edge_and_classes(block, bw)
     out[edge] |= _EDGE_BIT
     return out
 
