@@ -56,6 +56,24 @@ def edge_and_classes(labels: np.ndarray, boundary_width: int) -> tuple[np.ndarra
     return edge, classes
 
 
+def contact_mask(labels: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Pixels with two different cells within ``radius`` (square window): where cells touch.
+
+    Covers the gap between neighbouring cells and each cell's rim facing a neighbour, the pixels
+    whose mistakes merge two nuclei into one; training weighs them up (U-Net's border weights,
+    Ronneberger et al. 2015, as a mask). Works plane by plane on the last two axes.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim > 2:
+        return np.stack([contact_mask(plane, radius) for plane in labels])
+    size = 2 * int(radius) + 1
+    ids = labels.astype(np.int64)
+    highest = ndi.maximum_filter(ids, size=size, mode="constant", cval=0)
+    above_all = ids.max(initial=0) + 1  # background never counts as the lowest cell id
+    lowest = ndi.minimum_filter(np.where(ids > 0, ids, above_all), size=size)
+    return (highest > 0) & (lowest < highest)
+
+
 def targets_from_labels(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
     """Per-pixel classes (0 background, 1 interior, 2 boundary) from instance labels.
 

@@ -28,7 +28,13 @@ from grunet.checkpoint import load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.evaluate import image_counts, jsonable, summarize
 from grunet.model import GRUUNet, preset
-from grunet.preprocess import DEFAULT_PERCENTILES, normalize, percentile_range, targets_from_labels
+from grunet.preprocess import (
+    DEFAULT_PERCENTILES,
+    contact_mask,
+    normalize,
+    percentile_range,
+    targets_from_labels,
+)
 from grunet.runtime import autocast, autocast_dtype, select_device
 from grunet.segment import instances_from_probabilities
 
@@ -46,6 +52,7 @@ DEFAULTS: dict = {
         "files": None,  # set by --images/--labels (recorded for provenance)
         "percentiles": list(DEFAULT_PERCENTILES),
         "boundary_width": 2,
+        "contact_radius": 3,  # pixels with two cells this close are "contact" (loss.contact_weight)
     },
     "patch_size": 256,
     "batch_size": 4,
@@ -56,7 +63,12 @@ DEFAULTS: dict = {
     "weight_decay": 1e-4,
     "warmup_steps": 100,
     "grad_clip": 1.0,
-    "loss": {"name": "wce", "class_weights": [1.0, 1.0, 2.0], "gamma": 2.0},
+    "loss": {
+        "name": "wce",
+        "class_weights": [1.0, 1.0, 2.0],
+        "gamma": 2.0,
+        "contact_weight": 0.0,  # extra weight on pixels where cells touch: ×(1 + this)
+    },
     "foreground_bias": 0.7,  # share of patches centred on a foreground pixel
     "augment": {
         "flip": True,
@@ -156,6 +168,7 @@ class Sample:
     targets: np.ndarray  # (Y, X) uint8 classes 0/1/2
     labels: np.ndarray  # (Y, X) instance ids
     foreground: np.ndarray = field(repr=False, default=None)  # (K,) flat indices of fg pixels
+    contact: np.ndarray = field(repr=False, default=None)  # (Y, X) bool: cells touch here
 
 
 def _read_2d(path: Path, what: str) -> list[np.ndarray]:
@@ -190,6 +203,7 @@ def make_samples(
     *,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     boundary_width: int = 2,
+    contact_radius: int = 3,
     crop: int | None = None,
 ) -> list[Sample]:
     """Load image/label pairs into memory, normalised, with training targets."""
@@ -216,6 +230,7 @@ def make_samples(
                     targets=targets_from_labels(lab, boundary_width),
                     labels=lab,
                     foreground=np.flatnonzero(lab),
+                    contact=contact_mask(lab, contact_radius),
                 )
             )
     return samples
@@ -246,21 +261,26 @@ class PatchSampler:
         self.samples, self.cfg, self.rng = samples, cfg, rng
         self.size = int(cfg["patch_size"])
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [self.patch() for _ in range(n)]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])  # (B, 1, P, P)
-        y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))  # (B, P, P)
-        return x, y
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images (B, 1, P, P) float32, classes (B, P, P) int64, contact (B, P, P) bool)."""
+        patches = [self.patch() for _ in range(n)]
+        x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None])
+        y = torch.from_numpy(np.stack([p[1] for p in patches]).astype(np.int64))
+        c = torch.from_numpy(np.stack([p[2] for p in patches]))
+        return x, y, c
 
-    def patch(self) -> tuple[np.ndarray, np.ndarray]:
+    def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One augmented (image, classes, contact mask) patch."""
         rng, s = self.rng, self.size
         sample = self.samples[rng.integers(len(self.samples))]
         image, targets = sample.image, sample.targets
+        contact = sample.contact if sample.contact is not None else np.zeros(image.shape, bool)
         h, w = image.shape
         if h < s or w < s:
-            ph, pw = max(s - h, 0), max(s - w, 0)
-            image = np.pad(image, ((0, ph), (0, pw)), mode="reflect")
-            targets = np.pad(targets, ((0, ph), (0, pw)), mode="reflect")
+            pad = ((0, max(s - h, 0)), (0, max(s - w, 0)))
+            image, targets, contact = (
+                np.pad(a, pad, mode="reflect") for a in (image, targets, contact)
+            )
             h, w = image.shape
         if sample.foreground.size and rng.random() < self.cfg["foreground_bias"]:
             cy, cx = divmod(int(sample.foreground[rng.integers(sample.foreground.size)]), w)
@@ -268,17 +288,18 @@ class PatchSampler:
             x0 = int(np.clip(cx - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, w - s))
         else:
             y0, x0 = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
-        img = image[y0 : y0 + s, x0 : x0 + s]
-        tgt = targets[y0 : y0 + s, x0 : x0 + s]
-        return self.augment(img, tgt)
+        window = np.s_[y0 : y0 + s, x0 : x0 + s]
+        return self.augment(image[window], targets[window], contact[window])
 
-    def augment(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def augment(
+        self, img: np.ndarray, tgt: np.ndarray, contact: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a, rng = self.cfg["augment"], self.rng
         if a["flip"] and rng.random() < 0.5:
-            img, tgt = img[:, ::-1], tgt[:, ::-1]
+            img, tgt, contact = img[:, ::-1], tgt[:, ::-1], contact[:, ::-1]
         if a["rot90"]:
             k = int(rng.integers(4))
-            img, tgt = np.rot90(img, k), np.rot90(tgt, k)
+            img, tgt, contact = np.rot90(img, k), np.rot90(tgt, k), np.rot90(contact, k)
         img = np.ascontiguousarray(img, dtype=np.float32)
         if rng.random() < a["p_intensity"]:
             gamma = float(np.exp(rng.uniform(*np.log(a["gamma"]))))
@@ -286,33 +307,56 @@ class PatchSampler:
             img = img * rng.uniform(*a["scale"]) + rng.uniform(*a["shift"])
             if a["noise"]:
                 img = img + rng.normal(0.0, rng.uniform(0, a["noise"]), img.shape)
-        return img.astype(np.float32), np.ascontiguousarray(tgt)
+        return img.astype(np.float32), np.ascontiguousarray(tgt), np.ascontiguousarray(contact)
 
 
 # --------------------------------------------------------------------------------------- loss
+def pixel_weights(
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    contact: torch.Tensor | None = None,
+    contact_weight: float = 0.0,
+) -> torch.Tensor:
+    """Per-pixel loss weights: the class weight, ×(1 + contact_weight) where cells touch."""
+    w = weights.to(target.device)[target]
+    if contact is not None and contact_weight:
+        w = w * (1.0 + contact_weight * contact.to(w.dtype))
+    return w
+
+
 def class_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor):
-    """Cross-entropy with per-class weights (normalised weighted mean over pixels)."""
-    return F.cross_entropy(logits, target, weight=weights)
+    """Cross-entropy with per-pixel weights (normalised weighted mean over pixels).
+
+    ``weights`` holds one weight per class, or one per pixel (see :func:`pixel_weights`).
+    """
+    w = weights[target] if weights.shape != target.shape else weights
+    return (w * F.cross_entropy(logits, target, reduction="none")).sum() / w.sum()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, gamma: float):
-    """Multi-class focal loss (Lin et al. 2017) with per-class weights alpha."""
+    """Multi-class focal loss (Lin et al. 2017) with per-class or per-pixel weights alpha."""
     logp = F.log_softmax(logits, dim=1).gather(1, target[:, None])[:, 0]  # (B, H, W)
-    alpha = weights[target]
+    alpha = weights[target] if weights.shape != target.shape else weights
     loss = -alpha * (1.0 - logp.exp()).pow(gamma) * logp
     return loss.sum() / alpha.sum()
 
 
 def make_loss(cfg: dict):
-    """The loss function named by ``cfg["loss"]["name"]`` ("wce" or "focal")."""
+    """The loss named by ``cfg["loss"]["name"]`` ("wce" or "focal") as ``f(logits, target,
+    contact=None)``, with class weights and the contact weight of ``cfg["loss"]``."""
     spec = cfg["loss"]
     weights = torch.tensor(spec["class_weights"], dtype=torch.float32)
-    if spec["name"] == "wce":
-        return lambda logits, target: class_weighted_ce(logits, target, weights)
-    if spec["name"] == "focal":
-        gamma = float(spec["gamma"])
-        return lambda logits, target: focal_loss(logits, target, weights, gamma)
-    raise ConfigError(f"loss.name: unknown loss {spec['name']!r}; choose 'wce' or 'focal'")
+    if spec["name"] not in ("wce", "focal"):
+        raise ConfigError(f"loss.name: unknown loss {spec['name']!r}; choose 'wce' or 'focal'")
+    gamma, contact_weight = float(spec["gamma"]), float(spec["contact_weight"])
+
+    def loss(logits: torch.Tensor, target: torch.Tensor, contact=None) -> torch.Tensor:
+        w = pixel_weights(target, weights, contact, contact_weight)
+        if spec["name"] == "wce":
+            return class_weighted_ce(logits, target, w)
+        return focal_loss(logits, target, w, gamma)
+
+    return loss
 
 
 def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
@@ -396,12 +440,12 @@ class Trainer:
     # ---- steps
     def train_step(self) -> float:
         self.model.train()
-        x, y = self.sampler.batch(self.cfg["batch_size"])
+        x, y, contact = self.sampler.batch(self.cfg["batch_size"])
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        y = y.to(self.device)
+        y, contact = y.to(self.device), contact.to(self.device)
         with autocast(self.device, self.cfg["amp"]):
             logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
+        loss = self.loss_fn(logits.float(), y, contact)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
@@ -416,7 +460,8 @@ class Trainer:
             probs.append(p)
             logp = torch.from_numpy(np.log(np.clip(p, 1e-7, 1.0)))[None]
             target = torch.from_numpy(s.targets.astype(np.int64))[None]
-            losses.append(float(self.loss_fn(logp, target)))
+            contact = None if s.contact is None else torch.from_numpy(s.contact)[None]
+            losses.append(float(self.loss_fn(logp, target, contact)))
         metrics = summarize(segment_samples(probs, self.val_samples, self.thresholds))
         return metrics, float(np.mean(losses)), probs
 
@@ -662,7 +707,11 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
     d = cfg["data"]
-    opts = {"percentiles": d["percentiles"], "boundary_width": d["boundary_width"]}
+    opts = {
+        "percentiles": d["percentiles"],
+        "boundary_width": d["boundary_width"],
+        "contact_radius": d["contact_radius"],
+    }
     if images:
         if not labels:
             raise ConfigError("--labels: required with --images")

@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from grunet.preprocess import targets_from_labels, targets_from_labels_dask
+from grunet.preprocess import contact_mask, targets_from_labels, targets_from_labels_dask
 
 
 @pytest.mark.parametrize("chunk", [17, 48])
@@ -29,3 +29,28 @@ def test_small_cells_across_chunk_borders_keep_their_interior():
     np.testing.assert_array_equal(
         targets_from_labels_dask(lazy).compute(), targets_from_labels(labels)
     )
+
+
+def test_contact_mask_marks_where_two_cells_are_close_and_nowhere_else():
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 2:12] = 1
+    labels[5:15, 14:24] = 2  # 2 px gap to cell 1: rims 3 px apart
+    labels[20:28, 30:38] = 3  # alone
+    contact = contact_mask(labels, radius=3)
+    # the gap and each cell's facing rim are marked; a lone cell and far pixels are not
+    assert contact[5:15, 12:14].all()
+    assert contact[5:15, 11].all() and contact[5:15, 14].all()
+    assert not contact[20:28, 30:38].any()
+    assert not contact[:, :8].any() and not contact[:, 28:].any()
+
+
+def test_contact_mask_finds_touching_nuclei_in_real_labels(nuclei_3d):
+    labels = nuclei_3d[1][34]  # a plane where nuclei touch
+    contact = contact_mask(labels, radius=1)
+    # with radius 1, a marked pixel has two different cells in its 3x3 window
+    ys, xs = np.nonzero(contact)
+    assert ys.size > 0
+    padded = np.pad(labels, 1)
+    for y, x in zip(ys, xs):
+        window = padded[y : y + 3, x : x + 3]
+        assert np.unique(window[window > 0]).size >= 2

@@ -15,7 +15,15 @@ import torch
 from grunet.checkpoint import load_checkpoint
 from grunet.cli import main
 from grunet.errors import ConfigError
-from grunet.train import PatchSampler, Sample, focal_loss, load_config, lr_factor, train
+from grunet.train import (
+    PatchSampler,
+    Sample,
+    focal_loss,
+    load_config,
+    lr_factor,
+    make_loss,
+    train,
+)
 from tests.conftest import shared_dataset
 
 DEMO = Path(__file__).resolve().parents[1] / "config" / "train_demo.yaml"
@@ -116,13 +124,17 @@ def test_augmentation_moves_image_and_targets_together():
     rng = np.random.default_rng(0)
     targets = rng.integers(0, 3, (80, 90)).astype(np.uint8)
     labels = targets.astype(np.int32)
-    sample = Sample("s", targets.astype(np.float32), targets, labels, np.flatnonzero(labels))
+    contact = targets == 2
+    sample = Sample(
+        "s", targets.astype(np.float32), targets, labels, np.flatnonzero(labels), contact
+    )
     cfg = load_config(None, {"patch_size": 32, "augment": {"p_intensity": 0.0}})
     sampler = PatchSampler([sample], cfg, rng)
     for _ in range(20):
-        image, target = sampler.patch()
-        assert image.shape == target.shape == (32, 32)
+        image, target, patch_contact = sampler.patch()
+        assert image.shape == target.shape == patch_contact.shape == (32, 32)
         np.testing.assert_array_equal(image, target)
+        np.testing.assert_array_equal(patch_contact, target == 2)
 
 
 def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
@@ -132,6 +144,24 @@ def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
     expected = torch.nn.functional.cross_entropy(logits, target, weight=weights)
     assert focal_loss(logits, target, weights, gamma=0.0).item() == pytest.approx(expected.item())
     assert focal_loss(logits, target, weights, gamma=2.0) < expected
+
+
+def test_contact_weight_raises_the_loss_of_errors_where_cells_touch():
+    cfg = load_config(None, {"loss": {"contact_weight": 9.0}})
+    plain = make_loss(load_config(None))
+    weighted = make_loss(cfg)
+    target = torch.ones(1, 4, 4, dtype=torch.long)
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[:, 1] = 4.0  # confident and right everywhere ...
+    logits[0, :, 0, 0] = torch.tensor([4.0, 0.0, 0.0])  # ... but one contact pixel is wrong
+    contact = torch.zeros(1, 4, 4, dtype=torch.bool)
+    contact[0, 0, 0] = True
+    # no contact mask, or a zero weight: plain class-weighted cross-entropy
+    assert weighted(logits, target).item() == pytest.approx(plain(logits, target, contact).item())
+    # the wrong pixel counts 10x: its share of the mean loss rises from 1/16 to 10/25
+    assert weighted(logits, target, contact) > 3 * plain(logits, target, contact)
+    focal = make_loss(load_config(None, {"loss": {"name": "focal", "contact_weight": 9.0}}))
+    assert focal(logits, target, contact) > focal(logits, target)
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
