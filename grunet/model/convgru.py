@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,7 +12,7 @@ from torch import nn
 class ConvGRU(nn.Module):
     """h' = (1-z)⊙h + z⊙LReLU(W_x*x + W_h*(r⊙h)), z and r sigmoid gates; 3×3 convs.
 
-    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (3·c_h channels): x is
+    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (3 × c_h channels): x is
     a bilinear upsampling of a low-resolution projection, so the FRDU applies W_x* there, at
     1/4^s of the cost, and upsamples the result. At full resolution only the recurrent convs
     on h remain, which is where a naive implementation spends ~94% of its FLOPs.
@@ -22,11 +24,26 @@ class ConvGRU(nn.Module):
         self.candidate_h = nn.Conv2d(hidden, hidden, 3, padding=1, bias=False)  # W_h
         self.slope = slope
 
-    def forward(self, gx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        # gx: (B, 3c_h, H, W) input terms; h: (B, c_h, H, W)
-        xz, xr, xc = gx.chunk(3, dim=1)
-        hz, hr = self.gates_h(h).chunk(2, dim=1)
+    def forward(self, gx: Sequence[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        # gx: input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W); h: (B, c_h, H, W)
+        xz, xr, xc = gx
+        hz, hr = split_conv(self.gates_h, h, 2)
         z = torch.sigmoid(xz + hz)
         r = torch.sigmoid(xr + hr)
         candidate = F.leaky_relu(xc + self.candidate_h(r * h), self.slope)
         return torch.lerp(h, candidate, z)  # (1-z)·h + z·candidate
+
+
+def split_conv(conv: nn.Conv2d, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """``conv(x).chunk(parts, dim=1)`` as ``parts`` convs with the matching weight slices.
+
+    Same numbers, but each output is a dense tensor: channel slices of a channels-last tensor
+    are strided views, and elementwise ops on them run ~25× slower than on dense tensors on
+    CPUs (measured: bf16 add of two 12-of-36-channel views at 512², 21 ms vs 0.8 ms).
+    """
+    weights = conv.weight.chunk(parts, dim=0)
+    biases = conv.bias.chunk(parts) if conv.bias is not None else [None] * parts
+    return [
+        F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+        for w, b in zip(weights, biases)
+    ]
