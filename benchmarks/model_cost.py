@@ -32,9 +32,11 @@ def gflop_per_mpix(model: torch.nn.Module, size: int = 512) -> float:
     return counter.get_total_flops() / 1e9 / (size * size / 1e6)
 
 
-def throughput(run, size: int, channels: int, device: torch.device, repeats: int) -> float:
+def throughput(
+    run, size: int, channels: int, device: torch.device, repeats: int, make_input=None
+) -> float:
     """MPix/s of ``run`` on a (1, C, size, size) input; best of ``repeats`` after a warm-up."""
-    x = torch.rand(1, channels, size, size, device=device)
+    x = make_input() if make_input else torch.rand(1, channels, size, size, device=device)
     run(x)
     best = float("inf")
     for _ in range(repeats):
@@ -46,6 +48,25 @@ def throughput(run, size: int, channels: int, device: torch.device, repeats: int
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return size * size / 1e6 / best
+
+
+def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None, repeats: int) -> float:
+    """Best GFLOP/s of a plain 3×3 conv (32→64 channels, 1024², channels-last) on ``device``.
+
+    A roofline for the presets: a network of G GFLOP/MPix cannot run faster than peak / G
+    MPix/s, since convolutions are nearly all of its arithmetic.
+    """
+    dtype = dtype or torch.float32
+    x = torch.rand(1, 32, 1024, 1024, device=device, dtype=dtype)
+    weight = torch.rand(64, 32, 3, 3, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        mpix = throughput(
+            lambda t: torch.nn.functional.conv2d(t, weight, padding=1), 1024, 32, device, repeats,
+            make_input=lambda: x,
+        )  # fmt: skip
+    return mpix * 1e6 * 2 * 9 * 32 * 64 / 1e9
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,11 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' jobs skew it)")
     print(f"torch {torch.__version__}, {args.threads} CPU threads, native CPU bf16: "
           f"{cpu_has_fast_bf16()}, CUDA: {torch.cuda.is_available()}")  # fmt: skip
+    peaks = {d: conv_peak_gflops(d, autocast_dtype(d), args.repeats) for d in devices}
+    for device, peak in peaks.items():
+        print(f"{device.type} 3×3 conv 32→64 at 1024², {autocast_dtype(device) or 'fp32'} "
+              f"channels-last: {peak:.0f} GFLOP/s (the roofline below)")  # fmt: skip
     for name in args.presets:
         torch.manual_seed(0)
         model = GRUUNet(preset(name)).eval()
         params = sum(p.numel() for p in model.parameters())
-        print(f"\n[{name}] parameters {params / 1e6:.3f} M, {gflop_per_mpix(model):.0f} GFLOP/MPix")
+        gflop = gflop_per_mpix(model)
+        print(f"\n[{name}] parameters {params / 1e6:.3f} M, {gflop:.0f} GFLOP/MPix")
+        for device, peak in peaks.items():
+            ceiling = peak / gflop
+            print(f"  {device.type:4s} roofline (conv peak / GFLOP per MPix) {ceiling:6.3f} MPix/s")
         for device in devices:
             modes = [] if args.no_fp32 else [("fp32", dict(fast=False))]
             dtype = autocast_dtype(device)
