@@ -148,7 +148,7 @@ def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
 
 def test_contact_weight_raises_the_loss_of_errors_where_cells_touch():
     cfg = load_config(None, {"loss": {"contact_weight": 9.0}})
-    plain = make_loss(load_config(None))
+    plain = make_loss(load_config(None, {"loss": {"contact_weight": 0.0}}))
     weighted = make_loss(cfg)
     target = torch.ones(1, 4, 4, dtype=torch.long)
     logits = torch.zeros(1, 3, 4, 4)
