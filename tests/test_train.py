@@ -221,3 +221,10 @@ def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_archit
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="another model config"):
         initial_weights(tmp_path / "start.pt", SMALL.replace(hidden=8))
+
+
+@pytest.mark.parametrize("path", sorted(DEMO.parent.glob("train_*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_training_config_is_valid(path):
+    cfg = load_config(path)  # unknown keys or wrong types raise ConfigError
+    assert cfg["model"]["preset"] in ("small", "paper")
+    assert cfg["epochs"] >= 1 and cfg["steps_per_epoch"] >= 1
