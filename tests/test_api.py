@@ -64,7 +64,7 @@ def test_run_writes_labels_tables_and_counts_that_agree(tmp_path, nuclei_timelap
     assert list(counts["t"]) == [0, 1]
     for t in (0, 1):
         n_labels = len(np.unique(labels[t])) - 1
-        assert n_labels > 5
+        assert 2 <= n_labels <= 20  # the crop holds 2 whole nuclei and parts of others
         assert counts.loc[counts.t == t, "n_cells"].item() == n_labels
         assert (cells.t == t).sum() == n_labels
     assert (out / "cells" / "movie.csv").exists()
