@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from grunet.checkpoint import load_checkpoint, save_checkpoint
 from grunet.errors import CheckpointError
 from grunet.model import PAPER, SMALL, GRUUNet, preset
+from grunet.model.convgru import split_conv
 from grunet.model.frdu import FRDU
 
 TINY = SMALL.replace(encoder_widths=(8, 8, 8), decoder_widths=(8, 8), hidden=4, growth=4)
@@ -100,3 +101,13 @@ def test_checkpoint_with_mismatching_weights_is_rejected(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(path)
+
+
+def test_split_conv_gives_the_chunks_of_the_whole_conv_as_dense_tensors():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 9, 3, padding=1)
+    x = torch.randn(2, 6, 17, 23).contiguous(memory_format=torch.channels_last)
+    parts = split_conv(conv, x, 3)
+    for part, chunk in zip(parts, conv(x).chunk(3, dim=1)):
+        torch.testing.assert_close(part, chunk)
+        assert part.is_contiguous(memory_format=torch.channels_last)
