@@ -706,19 +706,23 @@ def _predict_local(
     writes: queue.Queue = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
 
+    def store(item) -> None:
+        (t, z, y0, y1, x0, x1), probs = item
+        target[t, :, z, y0:y1, x0:x1] = probs
+
     def writer():
         while (item := writes.get()) is not None:
             if failure:
                 continue
-            (t, z, y0, y1, x0, x1), probs = item
             try:
-                target[t, :, z, y0:y1, x0:x1] = probs
+                store(item)
             except BaseException as err:  # reported in the main thread
                 failure.append(err)
 
     inline = predictor.device.type == "cpu"  # see run_blocks: no competing threads on a CPU
-    thread = threading.Thread(target=writer, daemon=True, name="grunet-writer")
-    thread.start()
+    thread = None if inline else threading.Thread(target=writer, daemon=True, name="grunet-writer")
+    if thread:
+        thread.start()
     try:
         for b, probs in predictor.run_blocks(
             blocks(),
@@ -731,13 +735,13 @@ def _predict_local(
                 break
             item = ((*b.plane, b.y0, b.y1, b.x0, b.x1), probs.astype(np.float16))
             if inline:
-                t, z, y0, y1, x0, x1 = item[0]
-                target[t, :, z, y0:y1, x0:x1] = item[1]
+                store(item)
             else:
                 writes.put(item)
     finally:
-        writes.put(None)
-        thread.join()
+        if thread:
+            writes.put(None)
+            thread.join()
     if failure:
         raise failure[0]
 

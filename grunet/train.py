@@ -152,8 +152,6 @@ def _check_type(default, value, key: str) -> None:
 
 def initial_weights(path: str | Path, config) -> dict:
     """Weights of a checkpoint to fine-tune from; its model config must match this run's."""
-    from grunet.checkpoint import load_checkpoint
-
     checkpoint = load_checkpoint(path)
     if checkpoint.config != config:
         raise ConfigError(f"init: {path} holds another model config than this run's 'model'")
@@ -327,20 +325,15 @@ def pixel_weights(
 
 
 def class_weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor):
-    """Cross-entropy with per-pixel weights (normalised weighted mean over pixels).
-
-    ``weights`` holds one weight per class, or one per pixel (see :func:`pixel_weights`).
-    """
-    w = weights[target] if weights.shape != target.shape else weights
-    return (w * F.cross_entropy(logits, target, reduction="none")).sum() / w.sum()
+    """Cross-entropy, weighted mean over pixels; ``weights`` per pixel (:func:`pixel_weights`)."""
+    return (weights * F.cross_entropy(logits, target, reduction="none")).sum() / weights.sum()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, gamma: float):
-    """Multi-class focal loss (Lin et al. 2017) with per-class or per-pixel weights alpha."""
+    """Multi-class focal loss (Lin et al. 2017); ``weights`` (alpha) per pixel."""
     logp = F.log_softmax(logits, dim=1).gather(1, target[:, None])[:, 0]  # (B, H, W)
-    alpha = weights[target] if weights.shape != target.shape else weights
-    loss = -alpha * (1.0 - logp.exp()).pow(gamma) * logp
-    return loss.sum() / alpha.sum()
+    loss = -weights * (1.0 - logp.exp()).pow(gamma) * logp
+    return loss.sum() / weights.sum()
 
 
 def make_loss(cfg: dict):

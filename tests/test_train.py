@@ -22,6 +22,7 @@ from grunet.train import (
     load_config,
     lr_factor,
     make_loss,
+    pixel_weights,
     train,
 )
 from tests.conftest import shared_dataset
@@ -142,8 +143,9 @@ def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
     target = torch.randint(0, 3, (2, 8, 8))
     weights = torch.tensor([1.0, 1.0, 2.0])
     expected = torch.nn.functional.cross_entropy(logits, target, weight=weights)
-    assert focal_loss(logits, target, weights, gamma=0.0).item() == pytest.approx(expected.item())
-    assert focal_loss(logits, target, weights, gamma=2.0) < expected
+    alpha = pixel_weights(target, weights)
+    assert focal_loss(logits, target, alpha, gamma=0.0).item() == pytest.approx(expected.item())
+    assert focal_loss(logits, target, alpha, gamma=2.0) < expected
 
 
 def test_contact_weight_raises_the_loss_of_errors_where_cells_touch():

@@ -27,10 +27,7 @@ class ConvGRU(nn.Module):
     def forward(self, gx: Sequence[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         # gx: input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W); h: (B, c_h, H, W)
         xz, xr, xc = gx
-        if torch.compiler.is_compiling():
-            hz, hr = self.gates_h(h).chunk(2, dim=1)  # inductor fuses the slices
-        else:
-            hz, hr = split_conv(self.gates_h, h, 2)
+        hz, hr = split_conv(self.gates_h, h, 2)
         z = torch.sigmoid(xz + hz)
         r = torch.sigmoid(xr + hr)
         candidate = F.leaky_relu(xc + self.candidate_h(r * h), self.slope)
@@ -38,14 +35,16 @@ class ConvGRU(nn.Module):
 
 
 def split_conv(conv: nn.Conv2d, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """``conv(x).chunk(parts, dim=1)`` as ``parts`` convs with the matching weight slices.
+    """``conv(x).chunk(parts, dim=1)``; run eagerly, as ``parts`` convs with weight slices.
 
-    Same numbers, but each output is a dense tensor: channel slices of a channels-last tensor
-    are strided views, and eager elementwise ops on them run ~25× slower than on dense tensors
-    on CPUs (measured: bf16 add of two 12-of-36-channel views at 512², 21 ms vs 0.8 ms); the
-    `small` preset runs 13% faster eagerly this way. Under torch.compile the fused kernels read
-    slices well and one wide conv is faster (13% at 1024²), so the model uses this eagerly only.
+    Same numbers, but eagerly each output is a dense tensor: channel slices of a channels-last
+    tensor are strided views, and eager elementwise ops on them run ~25× slower than on dense
+    tensors on CPUs (measured: bf16 add of two 12-of-36-channel views at 512², 21 ms vs 0.8 ms);
+    the `small` preset runs 13% faster eagerly this way. Under torch.compile the fused kernels
+    read slices well and one wide conv is faster (13% at 1024²), so compiled code chunks.
     """
+    if torch.compiler.is_compiling():
+        return list(conv(x).chunk(parts, dim=1))
     weights = conv.weight.chunk(parts, dim=0)
     biases = conv.bias.chunk(parts) if conv.bias is not None else [None] * parts
     return [

@@ -67,12 +67,7 @@ class FRDU(nn.Module):
     def forward(self, o: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h_low = F.max_pool2d(h, self.factor)  # (B, c_h, H/f, W/f)
         o = self.transition(self.dense(self.fuse(torch.cat([o, h_low], dim=1))))  # (B, w, H/f, W/f)
-        x = self.to_hidden(o)  # (B, c_h, H/f, W/f)
-        if torch.compiler.is_compiling():
-            # inductor fuses upsampling, slicing and the gate arithmetic into one kernel
-            gx = self.gates_x(x).chunk(3, dim=1)  # 3 × (B, c_h, H/f, W/f)
-        else:
-            gx = split_conv(self.gates_x, x, 3)  # same numbers as dense tensors (see split_conv)
+        gx = split_conv(self.gates_x, self.to_hidden(o), 3)  # 3 × (B, c_h, H/f, W/f)
         gx = [
             F.interpolate(g, scale_factor=self.factor, mode="bilinear", align_corners=False)
             for g in gx
