@@ -1,10 +1,22 @@
 """Segmentation quality on the dsb2018_fluo val split: a checkpoint vs. Otsu + watershed.
 
-Whole val images, normalised with the checkpoint's percentiles, segmented with the thresholds
-stored in the checkpoint (metadata "segmentation"); metrics pooled over images (see
-grunet.evaluate). Prints AP50, F1 at IoU 0.5...0.9, precision/recall, matched IoU and SEG.
+Whole val images, normalised with the checkpoint's percentiles (or ``--percentiles``), segmented
+with the thresholds stored in the checkpoint (metadata "segmentation"); metrics pooled over images
+(see grunet.evaluate). Prints AP50, F1 at IoU 0.5...0.9, precision/recall, matched IoU and SEG at
+two object scales:
 
-    python benchmarks/quality_dsb2018.py [--model CKPT] [--split val] [--json OUT.json]
+- ``native``: the images as they are;
+- ``label``: each image resized so that the median equivalent diameter of its *true* nuclei is
+  the model's object diameter D0 (checkpoint metadata ``object_diameter``, else ``--diameter``),
+  predicted and segmented there, and the labels brought back to the original grid (nearest) to
+  be scored against the original truth: the model's quality at its own scale.
+
+``--outliers N`` paints N saturated nuclei (flat, 10x the image's upper percentile) onto the
+background of every image first and scores only the ordinary nuclei (predictions on a painted
+nucleus are dropped): the normalisation-outlier robustness of Issue 13.
+
+    python benchmarks/quality_dsb2018.py [--model CKPT] [--scale both] [--outliers 3]
+        [--percentiles 1 99.8] [--split val] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -22,10 +34,12 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
+from skimage.transform import resize
 
+from grunet.augment import add_bright_nuclei
 from grunet.checkpoint import load_checkpoint
 from grunet.evaluate import image_counts, jsonable, summarize
-from grunet.preprocess import normalize, percentile_range
+from grunet.preprocess import median_diameter, normalize, percentile_range, rescale_pair
 from grunet.runtime import select_device
 from grunet.segment import instances_from_probabilities
 from grunet.train import predict_probabilities
@@ -45,11 +59,40 @@ def otsu_watershed(image: np.ndarray, min_distance: int = 5) -> np.ndarray:
     return watershed(-distance, markers, mask=mask).astype(np.uint32)
 
 
+def with_outliers(
+    image: np.ndarray, truth: np.ndarray, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image with ``count`` saturated nuclei on its background, mask of those nuclei)."""
+    image = np.asarray(image, np.float32)
+    level = 10.0 * percentile_range(image, (1.0, 99.8))[1]
+    diameter = median_diameter(truth) or 16.0
+    rng = np.random.default_rng(seed)
+    painted, labels = image, truth
+    for _ in range(50):  # retry placements until `count` nuclei fit
+        n_now = int(labels.max()) - int(truth.max())
+        if n_now >= count:
+            break
+        painted, labels = add_bright_nuclei(
+            painted, labels, count - n_now, 1.3 * diameter, (level, level), rng
+        )
+    return painted, labels > truth.max()
+
+
+def drop_on(pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Predicted objects with at least half their pixels outside ``mask`` (others set to 0)."""
+    if not mask.any():
+        return pred
+    ids, inside = np.unique(pred[mask], return_counts=True)
+    sizes = np.bincount(pred.ravel())
+    bad = ids[(ids > 0) & (inside * 2 > sizes[ids])]
+    return np.where(np.isin(pred, bad), 0, pred).astype(pred.dtype)
+
+
 def report(name: str, m: dict, seconds: float) -> None:
     t = m["thresholds"]
     f1s = " ".join(f"{t[k]['f1']:.3f}" for k in (0.5, 0.6, 0.7, 0.8, 0.9))
     print(
-        f"{name:10} AP50 {m['ap50']:.4f}  F1@.5 {m['f1_50']:.4f}  P {t[0.5]['precision']:.3f}  "
+        f"{name:14} AP50 {m['ap50']:.4f}  F1@.5 {m['f1_50']:.4f}  P {t[0.5]['precision']:.3f}  "
         f"R {t[0.5]['recall']:.3f}  F1@.5/.6/.7/.8/.9 {f1s}  mIoU {m['mean_matched_iou']:.3f}  "
         f"SEG {m['seg']:.4f}  ({seconds:.0f} s)"
     )
@@ -60,6 +103,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--split", default="val")
+    parser.add_argument("--scale", choices=("native", "label", "both"), default="both")
+    parser.add_argument(
+        "--diameter", type=float, default=17.0, help="D0 when the checkpoint records none"
+    )
+    parser.add_argument("--percentiles", type=float, nargs=2, default=None)
+    parser.add_argument("--outliers", type=int, default=0, help="saturated nuclei per image")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", help="write all metrics here")
@@ -70,28 +119,45 @@ def main() -> None:
     ids = sorted(table.loc[table["split"] == args.split, "id"].astype(str))
     ckpt = load_checkpoint(args.model)
     model = ckpt.build_model().to(memory_format=torch.channels_last)
-    percentiles = tuple(ckpt.metadata.get("normalization", {}).get("percentiles", (1.0, 99.8)))
+    stored = tuple(ckpt.metadata.get("normalization", {}).get("percentiles", (1.0, 99.8)))
+    percentiles = tuple(args.percentiles) if args.percentiles else stored
     thresholds = ckpt.metadata.get("segmentation", {})
+    d0 = float(ckpt.metadata.get("object_diameter") or args.diameter)
     device = select_device("cpu")
+    scales = ("native", "label") if args.scale == "both" else (args.scale,)
     print(f"{len(ids)} {args.split} images of {root}; model {ckpt.path} ({ckpt.sha256[:12]})")
-    print(f"segmentation thresholds {thresholds}; percentiles {percentiles}")
-    counts = {"grunet": [], "otsu_ws": []}
-    seconds = {"grunet": 0.0, "otsu_ws": 0.0}
-    for i in ids:
-        image = tifffile.imread(root / "images" / f"{i}.tif")
+    print(
+        f"segmentation thresholds {thresholds}; percentiles {percentiles}; D0 {d0:.2f} px; "
+        f"scales {scales}; outlier nuclei per image {args.outliers}"
+    )
+    counts: dict[str, list] = {}
+    seconds: dict[str, float] = {}
+    for n, i in enumerate(ids):
+        image = tifffile.imread(root / "images" / f"{i}.tif").astype(np.float32)
         truth = tifffile.imread(root / "labels" / f"{i}.tif")
-        start = time.time()
-        probs = predict_probabilities(
-            model, normalize(image, *percentile_range(image, percentiles)), device
-        )
-        counts["grunet"].append(
-            image_counts(truth, instances_from_probabilities(probs, **thresholds))
-        )
-        seconds["grunet"] += time.time() - start
+        painted = np.zeros(image.shape, bool)
+        if args.outliers:
+            image, painted = with_outliers(image, truth, args.outliers, seed=n)
+        norm = normalize(image, *percentile_range(image, percentiles))
+        for scale in scales:
+            start = time.time()
+            factor = d0 / (median_diameter(truth) or d0) if scale == "label" else 1.0
+            x = rescale_pair(norm, truth, factor)[0] if factor != 1.0 else norm
+            pred = instances_from_probabilities(
+                predict_probabilities(model, x, device), **thresholds
+            )
+            if pred.shape != truth.shape:
+                pred = resize(pred, truth.shape, order=0, anti_aliasing=False, preserve_range=True)
+                pred = pred.astype(np.uint32)
+            counts.setdefault(f"grunet_{scale}", []).append(
+                image_counts(truth, drop_on(pred, painted))
+            )
+            seconds[f"grunet_{scale}"] = seconds.get(f"grunet_{scale}", 0.0) + time.time() - start
         if not args.no_baseline:
             start = time.time()
-            counts["otsu_ws"].append(image_counts(truth, otsu_watershed(image)))
-            seconds["otsu_ws"] += time.time() - start
+            base = drop_on(otsu_watershed(image), painted)
+            counts.setdefault("otsu_ws", []).append(image_counts(truth, base))
+            seconds["otsu_ws"] = seconds.get("otsu_ws", 0.0) + time.time() - start
     results = {k: summarize(v) for k, v in counts.items() if v}
     for name, m in results.items():
         report(name, m, seconds[name])

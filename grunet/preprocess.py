@@ -56,6 +56,49 @@ def edge_and_classes(labels: np.ndarray, boundary_width: int) -> tuple[np.ndarra
     return edge, classes
 
 
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent diameter 2*sqrt(area/pi) in pixels of every cell of an instance label array."""
+    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
+    areas = areas[areas > 0]
+    return 2.0 * np.sqrt(areas / np.pi)
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter (px) of the cells of a label array; None when it has none.
+
+    This is the object scale of an annotated image: training rescales each image so that it
+    equals the model's canonical diameter (checkpoint metadata ``object_diameter``).
+    """
+    diameters = equivalent_diameters(labels)
+    return float(np.median(diameters)) if diameters.size else None
+
+
+def rescale_pair(
+    image: np.ndarray, labels: np.ndarray, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a 2D image (linear, anti-aliased when shrinking) and its labels (nearest) together.
+
+    Both land on the same ``round(shape * factor)`` grid with the same pixel-centre mapping, so
+    every label stays on its nucleus.
+    """
+    from skimage.transform import resize
+
+    shape = tuple(max(1, round(n * factor)) for n in image.shape)
+    if shape == image.shape:
+        return np.asarray(image, np.float32), np.asarray(labels)
+    out = resize(
+        np.asarray(image, np.float32),
+        shape,
+        order=1,
+        anti_aliasing=factor < 1,
+        preserve_range=True,
+    ).astype(np.float32)
+    lab = resize(
+        np.asarray(labels), shape, order=0, anti_aliasing=False, preserve_range=True
+    ).astype(np.asarray(labels).dtype)
+    return out, lab
+
+
 def contact_mask(labels: np.ndarray, radius: int = 3) -> np.ndarray:
     """Pixels with two different cells within ``radius`` (square window): where cells touch.
 

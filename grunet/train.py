@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from grunet import augment
 from grunet.checkpoint import load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.evaluate import image_counts, jsonable, summarize
@@ -31,8 +32,10 @@ from grunet.model import GRUUNet, preset
 from grunet.preprocess import (
     DEFAULT_PERCENTILES,
     contact_mask,
+    median_diameter,
     normalize,
     percentile_range,
+    rescale_pair,
     targets_from_labels,
 )
 from grunet.runtime import autocast, autocast_dtype, select_device
@@ -43,6 +46,8 @@ DEFAULTS: dict = {
     "init": None,  # checkpoint whose weights start the training (fine-tuning); None: random
     "data": {
         "root": None,  # folder with images/, labels/, manifest.csv (column `split`)
+        # more dataset folders (same layout) whose `train_split` rows join the training images
+        "extra_train_roots": [],
         "train_split": "train",
         "val_split": "val",
         "limit_train": None,  # use only the first N training images (demo/tests)
@@ -53,6 +58,12 @@ DEFAULTS: dict = {
         "percentiles": list(DEFAULT_PERCENTILES),
         "boundary_width": 2,
         "contact_radius": 3,  # pixels with two cells this close are "contact" (loss.contact_weight)
+        # Object scale. rescale: each image is resized so that its median nucleus diameter (from
+        # its labels) is object_diameter, the canonical diameter D0 the model works at (stored
+        # in the checkpoint as metadata "object_diameter"); val images too. object_diameter None:
+        # the init checkpoint's, else the median of the training images' median diameters.
+        "rescale": True,
+        "object_diameter": None,
     },
     "patch_size": 256,
     "batch_size": 4,
@@ -75,11 +86,20 @@ DEFAULTS: dict = {
     "augment": {
         "flip": True,
         "rot90": True,
-        "scale": [0.7, 1.3],  # intensity multiplier range
-        "shift": [-0.1, 0.1],  # intensity offset range
+        "scale_jitter": [0.7, 1.4],  # object scale factor around D0 (log-uniform); [1, 1]: none
+        "scale": [0.7, 1.3],  # intensity gain range (log-uniform)
+        "shift": [-0.1, 0.1],  # intensity offset range, relative to the patch's signal
         "gamma": [0.7, 1.4],
-        "noise": 0.03,  # max std of additive Gaussian noise
-        "p_intensity": 0.8,
+        "noise": 0.03,  # max std of additive Gaussian noise, relative to the patch's signal
+        "p_intensity": 0.8,  # share of patches with intensity augmentation (all below)
+        "p_blur": 0.2,  # share of those blurred, Gaussian sigma drawn from `blur`
+        "blur": [0.5, 1.5],
+        # outliers: this share gets gain `outlier_gain` instead of `scale` (ordinary nuclei at
+        # ~0.1 of the range) plus up to `outlier_nuclei` saturated nuclei at `outlier_level`
+        "p_outlier": 0.3,
+        "outlier_gain": [0.08, 0.6],
+        "outlier_nuclei": 4,
+        "outlier_level": [0.8, 1.3],
     },
     "amp": True,
     "channels_last": True,
@@ -110,11 +130,19 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> dict:
         if not isinstance(user, dict):
             raise InputError(path, "expected a mapping of config keys")
     cfg = _merge(DEFAULTS, {**user, **(overrides or {})}, "")
-    root = cfg["data"]["root"]
-    if path is not None and root and not Path(root).is_absolute():
-        beside = (path.parent / root).resolve()
-        cfg["data"]["root"] = str(beside if beside.exists() else Path(root).resolve())
+    if path is not None:
+        data = cfg["data"]
+        data["root"] = _resolve_beside(path, data["root"])
+        data["extra_train_roots"] = [_resolve_beside(path, r) for r in data["extra_train_roots"]]
     return cfg
+
+
+def _resolve_beside(config_path: Path, folder: str | None) -> str | None:
+    """A relative dataset folder: beside the config file if it exists there, else from the cwd."""
+    if not folder or Path(folder).is_absolute():
+        return folder
+    beside = (config_path.parent / folder).resolve()
+    return str(beside if beside.exists() else Path(folder).resolve())
 
 
 def _merge(base: dict, user: dict, prefix: str) -> dict:
@@ -169,6 +197,8 @@ class Sample:
     labels: np.ndarray  # (Y, X) instance ids
     foreground: np.ndarray = field(repr=False, default=None)  # (K,) flat indices of fg pixels
     contact: np.ndarray = field(repr=False, default=None)  # (Y, X) bool: cells touch here
+    diameter: float | None = None  # median nucleus diameter (px) of its labels, None: no cells
+    scale: float = 1.0  # resize factor that brings it to the model's object diameter
 
 
 def _read_2d(path: Path, what: str) -> list[np.ndarray]:
@@ -206,7 +236,8 @@ def make_samples(
     contact_radius: int = 3,
     crop: int | None = None,
 ) -> list[Sample]:
-    """Load image/label pairs into memory, normalised, with training targets."""
+    """Load image/label pairs into memory, normalised, with training targets and the median
+    nucleus diameter of their labels (the object scale, see :func:`rescaled`)."""
     if len(image_paths) != len(label_paths):
         raise InputError("--images/--labels", "need one label file per image")
     samples = []
@@ -231,16 +262,19 @@ def make_samples(
                     labels=lab,
                     foreground=np.flatnonzero(lab),
                     contact=contact_mask(lab, contact_radius),
+                    diameter=median_diameter(lab),
                 )
             )
     return samples
 
 
-def dataset_paths(cfg: dict, split: str) -> tuple[list[Path], list[Path]]:
+def dataset_paths(
+    cfg: dict, split: str, root: str | Path | None = None
+) -> tuple[list[Path], list[Path]]:
     """Image and label paths of one split of a ``data.root`` dataset (manifest.csv)."""
     import pandas as pd
 
-    root = Path(cfg["data"]["root"])
+    root = Path(root or cfg["data"]["root"])
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         raise InputError(manifest, "dataset manifest not found (data.root)")
@@ -255,11 +289,20 @@ def dataset_paths(cfg: dict, split: str) -> tuple[list[Path], list[Path]]:
 
 
 class PatchSampler:
-    """Random augmented patches, a share of them centred on foreground pixels."""
+    """Random augmented patches at the model's object scale, a share centred on foreground.
+
+    Each patch is cut from the image and its instance labels at the sample's ``scale`` times a
+    random jitter, flipped/rotated and intensity-augmented (:mod:`grunet.augment`); classes and
+    the contact mask are derived from the augmented labels, so they fit the pixels seen.
+    """
 
     def __init__(self, samples: list[Sample], cfg: dict, rng: np.random.Generator):
         self.samples, self.cfg, self.rng = samples, cfg, rng
         self.size = int(cfg["patch_size"])
+        # nucleus diameter in patch pixels (size of painted outlier nuclei)
+        native = [s.diameter for s in samples if s.diameter]
+        d0 = cfg["data"]["object_diameter"] if cfg["data"]["rescale"] else None
+        self.diameter = float(d0 or (np.median(native) if native else 16.0))
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images (B, 1, P, P) float32, classes (B, P, P) int64, contact (B, P, P) bool)."""
@@ -271,43 +314,34 @@ class PatchSampler:
 
     def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One augmented (image, classes, contact mask) patch."""
-        rng, s = self.rng, self.size
+        image, labels = self.patch_with_labels()
+        d = self.cfg["data"]
+        return (
+            image,
+            targets_from_labels(labels, d["boundary_width"]),
+            contact_mask(labels, d["contact_radius"]),
+        )
+
+    def patch_with_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented (image, instance labels) patch; targets come from these labels."""
+        rng, size, a = self.rng, self.size, self.cfg["augment"]
         sample = self.samples[rng.integers(len(self.samples))]
-        image, targets = sample.image, sample.targets
-        contact = sample.contact if sample.contact is not None else np.zeros(image.shape, bool)
-        h, w = image.shape
-        if h < s or w < s:
-            pad = ((0, max(s - h, 0)), (0, max(s - w, 0)))
-            image, targets, contact = (
-                np.pad(a, pad, mode="reflect") for a in (image, targets, contact)
-            )
-            h, w = image.shape
+        scale = sample.scale * augment.log_uniform(rng, a["scale_jitter"])
+        h, w = sample.image.shape
+        window = size / scale
         if sample.foreground.size and rng.random() < self.cfg["foreground_bias"]:
             cy, cx = divmod(int(sample.foreground[rng.integers(sample.foreground.size)]), w)
-            y0 = int(np.clip(cy - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, h - s))
-            x0 = int(np.clip(cx - s // 2 + rng.integers(-s // 4, s // 4 + 1), 0, w - s))
+            jitter = int(window // 4)
+            cy, cx = cy + rng.integers(-jitter, jitter + 1), cx + rng.integers(-jitter, jitter + 1)
         else:
-            y0, x0 = int(rng.integers(h - s + 1)), int(rng.integers(w - s + 1))
-        window = np.s_[y0 : y0 + s, x0 : x0 + s]
-        return self.augment(image[window], targets[window], contact[window])
-
-    def augment(
-        self, img: np.ndarray, tgt: np.ndarray, contact: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a, rng = self.cfg["augment"], self.rng
-        if a["flip"] and rng.random() < 0.5:
-            img, tgt, contact = img[:, ::-1], tgt[:, ::-1], contact[:, ::-1]
-        if a["rot90"]:
-            k = int(rng.integers(4))
-            img, tgt, contact = np.rot90(img, k), np.rot90(tgt, k), np.rot90(contact, k)
-        img = np.ascontiguousarray(img, dtype=np.float32)
-        if rng.random() < a["p_intensity"]:
-            gamma = float(np.exp(rng.uniform(*np.log(a["gamma"]))))
-            img = np.clip(img, 0.0, None) ** gamma
-            img = img * rng.uniform(*a["scale"]) + rng.uniform(*a["shift"])
-            if a["noise"]:
-                img = img + rng.normal(0.0, rng.uniform(0, a["noise"]), img.shape)
-        return img.astype(np.float32), np.ascontiguousarray(tgt), np.ascontiguousarray(contact)
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        # keep the window inside the image where the image is large enough
+        cy = np.clip(cy, min(window / 2, h / 2), max(h - window / 2, h / 2))
+        cx = np.clip(cx, min(window / 2, w / 2), max(w - window / 2, w / 2))
+        img, lab = augment.scaled_crop(sample.image, sample.labels, (cy, cx), size, scale)
+        img, lab = augment.flip_rotate([img, lab], rng, a["flip"], a["rot90"])
+        img, lab = augment.intensity(img, lab, a, self.diameter, rng)
+        return img, lab
 
 
 # --------------------------------------------------------------------------------------- loss
@@ -527,9 +561,18 @@ class Trainer:
             "n_train_images": len(self.train_samples),
             "n_val_images": len(self.val_samples),
             "normalization": {"percentiles": list(self.cfg["data"]["percentiles"])},
+            "object_diameter": self.object_diameter(),
+            "scale_jitter": list(self.cfg["augment"]["scale_jitter"]),
             "segmentation": dict(self.thresholds),
             "config": self.cfg,
         }
+
+    def object_diameter(self) -> float | None:
+        """D0: the diameter the images were rescaled to, else the training images' median."""
+        if self.cfg["data"]["rescale"]:
+            return float(self.cfg["data"]["object_diameter"])
+        diameters = [s.diameter for s in self.train_samples if s.diameter]
+        return float(np.median(diameters)) if diameters else None
 
     def save(self, improved: bool) -> None:
         meta = self.metadata()
@@ -590,6 +633,10 @@ class Trainer:
         if n and n < len(tune_set):
             pick = np.random.default_rng(self.cfg["seed"]).choice(len(tune_set), n, replace=False)
             tune_set = [tune_set[i] for i in sorted(pick)]
+        if self.cfg["data"]["rescale"]:  # tune where the model works: at its object diameter
+            d = self.cfg["data"]
+            opts = {"boundary_width": d["boundary_width"], "contact_radius": d["contact_radius"]}
+            tune_set = [rescaled(s, float(d["object_diameter"]), opts) for s in tune_set]
         probs = [
             predict_probabilities(model, s.image, self.device, self.cfg["amp"])
             for s in tqdm(tune_set, desc="tune thresholds", file=sys.stderr)
@@ -726,7 +773,14 @@ def train(
         if not d["root"]:
             raise ConfigError("data.root: set a dataset folder or pass --images/--labels")
         train_set = make_samples(*dataset_paths(cfg, d["train_split"]), **opts)
+        for root in d["extra_train_roots"]:
+            train_set += make_samples(*dataset_paths(cfg, d["train_split"], root), **opts)
         val = make_samples(*dataset_paths(cfg, d["val_split"]), crop=d["crop_val"], **opts)
+    if d["rescale"]:
+        diameter = object_diameter(cfg, train_set)
+        cfg["data"]["object_diameter"] = diameter
+        train_set = [_with_scale(s, diameter) for s in train_set]
+        val = [rescaled(s, diameter, opts) for s in val]
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     trainer = Trainer(cfg, train_set, val, out_dir, dev)
     if resume:
@@ -737,6 +791,46 @@ def train(
         file=sys.stderr,
     )
     return trainer.fit(stop_after=stop_after)
+
+
+def object_diameter(cfg: dict, samples: list[Sample]) -> float:
+    """The run's canonical nucleus diameter D0 (px): ``data.object_diameter``, else the init
+    checkpoint's, else the median of the training images' median diameters."""
+    given = cfg["data"]["object_diameter"]
+    if given is not None:
+        if not isinstance(given, (int, float)) or isinstance(given, bool) or not given > 0:
+            raise ConfigError(f"data.object_diameter must be a positive number, got {given!r}")
+        return float(given)
+    if cfg["init"]:
+        stored = load_checkpoint(cfg["init"]).metadata.get("object_diameter")
+        if stored:
+            return float(stored)
+    diameters = [s.diameter for s in samples if s.diameter]
+    if not diameters:
+        raise ConfigError("data.object_diameter: training labels hold no cells to measure")
+    return float(np.median(diameters))
+
+
+def _with_scale(sample: Sample, diameter: float) -> Sample:
+    sample.scale = diameter / sample.diameter if sample.diameter else 1.0
+    return sample
+
+
+def rescaled(sample: Sample, diameter: float, opts: dict) -> Sample:
+    """A sample resized so that its median nucleus diameter is ``diameter`` (targets rebuilt)."""
+    if not sample.diameter or abs(diameter / sample.diameter - 1.0) < 1e-6:
+        return sample
+    image, labels = rescale_pair(sample.image, sample.labels, diameter / sample.diameter)
+    return Sample(
+        name=sample.name,
+        image=image,
+        targets=targets_from_labels(labels, opts["boundary_width"]),
+        labels=labels,
+        foreground=np.flatnonzero(labels),
+        contact=contact_mask(labels, opts["contact_radius"]),
+        diameter=median_diameter(labels),
+        scale=1.0,
+    )
 
 
 def export_model(
@@ -776,6 +870,8 @@ def export_model(
         "steps": meta["steps"],
         "loss": cfg["loss"],
         "normalization": meta["normalization"],
+        "object_diameter": meta.get("object_diameter"),
+        "scale_jitter": meta.get("scale_jitter"),
         "segmentation": meta["segmentation"],
         "val_metrics": val.get("val", meta.get("val_metrics")),
         "val_metrics_default_thresholds": val.get("val_default_thresholds"),

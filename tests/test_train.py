@@ -15,14 +15,18 @@ import torch
 from grunet.checkpoint import load_checkpoint
 from grunet.cli import main
 from grunet.errors import ConfigError
+from grunet.preprocess import median_diameter, targets_from_labels
 from grunet.train import (
     PatchSampler,
     Sample,
+    dataset_paths,
     focal_loss,
     load_config,
     lr_factor,
     make_loss,
+    make_samples,
     pixel_weights,
+    rescaled,
     train,
 )
 from tests.conftest import shared_dataset
@@ -66,6 +70,15 @@ def test_demo_training_writes_all_outputs_with_finite_falling_loss(demo_run):
     val = json.loads((demo_run / "val_metrics.json").read_text())
     assert val["segmentation"] == best.metadata["segmentation"]
     assert (demo_run / "best.pt").stat().st_size < (demo_run / "last.pt").stat().st_size
+
+
+def test_checkpoint_records_the_object_diameter_its_images_were_rescaled_to(demo_run):
+    """Without data.object_diameter, D0 is the median of the training images' medians."""
+    train_images = make_samples(*dataset_paths(demo_config(), "train"))
+    expected = float(np.median([s.diameter for s in train_images]))
+    meta = load_checkpoint(demo_run / "best.pt").metadata
+    assert meta["object_diameter"] == pytest.approx(expected)
+    assert meta["config"]["data"]["object_diameter"] == pytest.approx(expected)
 
 
 def test_resume_after_a_stop_continues_from_the_next_epoch_identically(demo_run, tmp_path):
@@ -123,19 +136,67 @@ def test_cli_trains_on_explicit_tiff_pairs(tmp_path):
 
 def test_augmentation_moves_image_and_targets_together():
     rng = np.random.default_rng(0)
-    targets = rng.integers(0, 3, (80, 90)).astype(np.uint8)
-    labels = targets.astype(np.int32)
-    contact = targets == 2
-    sample = Sample(
-        "s", targets.astype(np.float32), targets, labels, np.flatnonzero(labels), contact
+    labels = np.zeros((80, 90), np.int32)
+    for k, (y, x) in enumerate([(20, 20), (20, 34), (60, 50), (40, 75)], start=1):
+        labels[y - 6 : y + 6, x - 6 : x + 6] = k  # two of them touch
+    image = (labels > 0).astype(np.float32)
+    sample = Sample("s", image, targets_from_labels(labels), labels, np.flatnonzero(labels))
+    cfg = load_config(
+        None, {"patch_size": 32, "augment": {"p_intensity": 0.0, "scale_jitter": [1.0, 1.0]}}
     )
-    cfg = load_config(None, {"patch_size": 32, "augment": {"p_intensity": 0.0}})
     sampler = PatchSampler([sample], cfg, rng)
     for _ in range(20):
         image, target, patch_contact = sampler.patch()
         assert image.shape == target.shape == patch_contact.shape == (32, 32)
-        np.testing.assert_array_equal(image, target)
-        np.testing.assert_array_equal(patch_contact, target == 2)
+        np.testing.assert_array_equal(image > 0.5, target > 0)
+
+
+def real_train_samples(n: int = 6) -> list[Sample]:
+    root = shared_dataset("dsb2018_fluo")
+    cfg = load_config(None, {"data": {"root": str(root), "limit_train": n}})
+    return make_samples(*dataset_paths(cfg, "train"))
+
+
+def test_scale_jittered_augmented_patches_keep_labels_on_their_nuclei():
+    """At every scale, flip and rotation the labels stay on the image's own nuclei."""
+    samples = real_train_samples()
+    for s in samples:  # the image *is* its foreground: any misalignment shows as disagreement
+        s.image = (s.labels > 0).astype(np.float32)
+        s.scale = 17.0 / s.diameter
+    cfg = load_config(
+        None, {"patch_size": 96, "augment": {"p_intensity": 0.0, "scale_jitter": [0.5, 2.0]}}
+    )
+    sampler = PatchSampler(samples, cfg, np.random.default_rng(1))
+    for _ in range(40):
+        image, labels = sampler.patch_with_labels()
+        agree = np.mean((image > 0.5) == (labels > 0))
+        assert agree > 0.97, agree
+
+
+def test_outlier_augmentation_labels_the_saturated_nuclei_it_paints():
+    samples = real_train_samples(3)
+    for s in samples:
+        s.scale = 17.0 / s.diameter
+    opts = {"p_intensity": 1.0, "p_outlier": 1.0, "p_blur": 0.0, "noise": 0.0, "shift": [0, 0]}
+    opts.update(outlier_gain=[0.1, 0.1], outlier_nuclei=4, outlier_level=[1.0, 1.0])
+    cfg = load_config(None, {"patch_size": 128, "augment": opts})
+    sampler = PatchSampler(samples, cfg, np.random.default_rng(2))
+    painted = 0
+    for _ in range(20):
+        image, labels = sampler.patch_with_labels()
+        bright = image > 0.5  # ordinary nuclei sit at <= ~0.1 x gamma'd intensity, painted at 1
+        assert labels[bright].all()
+        painted += len(np.unique(labels[bright]))
+    assert painted >= 10
+
+
+def test_rescaling_to_the_object_diameter_gives_that_median_diameter():
+    for s in real_train_samples():
+        for target in (17.0, 0.5 * s.diameter, 2.5 * s.diameter):
+            out = rescaled(s, target, {"boundary_width": 2, "contact_radius": 3})
+            assert abs(median_diameter(out.labels) / target - 1) < 0.05, (s.name, target)
+            assert out.image.shape == out.labels.shape == out.targets.shape
+            assert np.array_equal(np.unique(out.labels), np.unique(s.labels))  # no cell lost
 
 
 def test_focal_loss_with_gamma_zero_is_weighted_cross_entropy():
@@ -230,3 +291,5 @@ def test_every_shipped_training_config_is_valid(path):
     cfg = load_config(path)  # unknown keys or wrong types raise ConfigError
     assert cfg["model"]["preset"] in ("small", "paper")
     assert cfg["epochs"] >= 1 and cfg["steps_per_epoch"] >= 1
+    for root in cfg["data"]["extra_train_roots"]:
+        assert Path(root).is_absolute()

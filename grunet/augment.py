@@ -1,0 +1,122 @@
+"""Training-time augmentation of (image, instance labels) patches: scale, geometry, intensity.
+
+Geometry acts on the image and its *instance labels* together (labels by nearest neighbour), and
+training targets are derived from the augmented labels afterwards, so targets always sit on the
+augmented image at the scale the network sees. Intensity augmentation imitates what differs
+between experiments: gamma, gain and offset (other exposure / normalisation), blur (focus), noise,
+and *outliers*: a few saturated, very bright nuclei that set the top of the percentile range and
+push ordinary nuclei down to ~0.1 of it (Issue 13: the network must still find the dim ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.draw import ellipse
+
+
+def log_uniform(rng: np.random.Generator, bounds) -> float:
+    """A factor drawn uniformly on a log scale between ``bounds[0]`` and ``bounds[1]``."""
+    low, high = float(bounds[0]), float(bounds[1])
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def scaled_crop(
+    image: np.ndarray, labels: np.ndarray, center: tuple[int, int], size: int, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` patch of the image rescaled by ``scale``, centred on ``center``.
+
+    The window of ``round(size / scale)`` source pixels is cut out (zeros beyond the image
+    border, for the normalised image and the labels alike: no mirrored half-nuclei) and resized
+    to ``size``: the image linearly (anti-aliased when shrinking), the labels by nearest.
+    """
+    from skimage.transform import resize
+
+    window = max(2, int(round(size / scale)))
+    h, w = image.shape
+    y0, x0 = int(center[0]) - window // 2, int(center[1]) - window // 2
+    img = np.zeros((window, window), np.float32)
+    lab = np.zeros((window, window), labels.dtype)
+    sy, sx = slice(max(y0, 0), min(y0 + window, h)), slice(max(x0, 0), min(x0 + window, w))
+    dy, dx = slice(sy.start - y0, sy.stop - y0), slice(sx.start - x0, sx.stop - x0)
+    img[dy, dx], lab[dy, dx] = image[sy, sx], labels[sy, sx]
+    if window == size:
+        return img, lab
+    img = resize(img, (size, size), order=1, anti_aliasing=window > size, preserve_range=True)
+    lab = resize(lab, (size, size), order=0, anti_aliasing=False, preserve_range=True)
+    return img.astype(np.float32), lab.astype(labels.dtype)
+
+
+def flip_rotate(
+    arrays: list[np.ndarray], rng: np.random.Generator, flip: bool = True, rot90: bool = True
+) -> list[np.ndarray]:
+    """The same random flip and 90-degree rotation applied to every array (contiguous copies)."""
+    if flip and rng.random() < 0.5:
+        arrays = [a[:, ::-1] for a in arrays]
+    if rot90:
+        k = int(rng.integers(4))
+        arrays = [np.rot90(a, k) for a in arrays]
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def add_bright_nuclei(
+    image: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    diameter: float,
+    level: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint up to ``count`` saturated nucleus-shaped ellipses (new cells) onto background.
+
+    Each is ``diameter`` x 0.8-1.8 across, flat at a brightness drawn from ``level`` (the image
+    is expected to be scaled so that ordinary nuclei are dimmer), and placed only where it keeps
+    a 2-pixel gap to every existing cell, so no annotated nucleus is covered.
+    """
+    image, labels = image.copy(), labels.copy()
+    occupied = ndi.binary_dilation(labels > 0, iterations=2)
+    next_id = int(labels.max()) + 1
+    for _ in range(count):
+        d = diameter * rng.uniform(0.8, 1.8)
+        ry, rx = d / 2 * rng.uniform(0.75, 1.0), d / 2 * rng.uniform(0.75, 1.0)
+        cy, cx = rng.uniform(0, image.shape[0]), rng.uniform(0, image.shape[1])
+        rr, cc = ellipse(cy, cx, ry, rx, shape=image.shape, rotation=rng.uniform(0, np.pi))
+        if rr.size < 4 or occupied[rr, cc].any():
+            continue
+        image[rr, cc] = rng.uniform(*level)
+        labels[rr, cc] = next_id
+        occupied[rr, cc] = True
+        next_id += 1
+    return image, labels
+
+
+def intensity(
+    image: np.ndarray,
+    labels: np.ndarray,
+    opts: dict,
+    diameter: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gamma, gain (with optional bright outlier nuclei), blur, offset and noise of a patch.
+
+    ``opts`` is the training config's ``augment`` mapping; ``diameter`` is the nucleus diameter
+    in patch pixels (size of the outlier nuclei). Returns the image and the labels, which gain
+    the painted outlier nuclei.
+    """
+    img = np.asarray(image, np.float32)
+    if rng.random() >= opts["p_intensity"]:
+        return img, labels
+    img = np.clip(img, 0.0, None) ** log_uniform(rng, opts["gamma"])
+    outlier = rng.random() < opts["p_outlier"]
+    # outliers: the top of the range is set by something much brighter than the ordinary nuclei
+    img = img * log_uniform(rng, opts["outlier_gain" if outlier else "scale"])
+    signal = float(np.percentile(img, 99)) or 1.0  # the ordinary content's brightness
+    if outlier:
+        count = int(rng.integers(0, int(opts["outlier_nuclei"]) + 1))
+        img, labels = add_bright_nuclei(img, labels, count, diameter, opts["outlier_level"], rng)
+    if rng.random() < opts["p_blur"]:
+        img = ndi.gaussian_filter(img, rng.uniform(*opts["blur"]))
+    img = img + rng.uniform(*opts["shift"]) * min(signal, 1.0)
+    if opts["noise"]:  # noise relative to the signal: a dim image is not a noisier one
+        img = img + rng.normal(0.0, rng.uniform(0, opts["noise"]) * signal, img.shape)
+    return img.astype(np.float32), labels
