@@ -36,9 +36,9 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 from skimage.transform import resize
 
-from grunet.augment import add_bright_nuclei
+from grunet.augment import paint_outlier_nuclei
 from grunet.checkpoint import load_checkpoint
-from grunet.evaluate import image_counts, jsonable, summarize
+from grunet.evaluate import image_counts, jsonable, summarize, without_objects_on
 from grunet.preprocess import median_diameter, normalize, percentile_range, rescale_pair
 from grunet.runtime import select_device
 from grunet.segment import instances_from_probabilities
@@ -57,35 +57,6 @@ def otsu_watershed(image: np.ndarray, min_distance: int = 5) -> np.ndarray:
     markers = np.zeros(image.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-distance, markers, mask=mask).astype(np.uint32)
-
-
-def with_outliers(
-    image: np.ndarray, truth: np.ndarray, count: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(image with ``count`` saturated nuclei on its background, mask of those nuclei)."""
-    image = np.asarray(image, np.float32)
-    level = 10.0 * percentile_range(image, (1.0, 99.8))[1]
-    diameter = median_diameter(truth) or 16.0
-    rng = np.random.default_rng(seed)
-    painted, labels = image, truth
-    for _ in range(50):  # retry placements until `count` nuclei fit
-        n_now = int(labels.max()) - int(truth.max())
-        if n_now >= count:
-            break
-        painted, labels = add_bright_nuclei(
-            painted, labels, count - n_now, 1.3 * diameter, (level, level), rng
-        )
-    return painted, labels > truth.max()
-
-
-def drop_on(pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Predicted objects with at least half their pixels outside ``mask`` (others set to 0)."""
-    if not mask.any():
-        return pred
-    ids, inside = np.unique(pred[mask], return_counts=True)
-    sizes = np.bincount(pred.ravel())
-    bad = ids[(ids > 0) & (inside * 2 > sizes[ids])]
-    return np.where(np.isin(pred, bad), 0, pred).astype(pred.dtype)
 
 
 def report(name: str, m: dict, seconds: float) -> None:
@@ -137,7 +108,9 @@ def main() -> None:
         truth = tifffile.imread(root / "labels" / f"{i}.tif")
         painted = np.zeros(image.shape, bool)
         if args.outliers:
-            image, painted = with_outliers(image, truth, args.outliers, seed=n)
+            image, painted = paint_outlier_nuclei(
+                image, truth, args.outliers, np.random.default_rng(n)
+            )
         norm = normalize(image, *percentile_range(image, percentiles))
         for scale in scales:
             start = time.time()
@@ -150,12 +123,12 @@ def main() -> None:
                 pred = resize(pred, truth.shape, order=0, anti_aliasing=False, preserve_range=True)
                 pred = pred.astype(np.uint32)
             counts.setdefault(f"grunet_{scale}", []).append(
-                image_counts(truth, drop_on(pred, painted))
+                image_counts(truth, without_objects_on(pred, painted))
             )
             seconds[f"grunet_{scale}"] = seconds.get(f"grunet_{scale}", 0.0) + time.time() - start
         if not args.no_baseline:
             start = time.time()
-            base = drop_on(otsu_watershed(image), painted)
+            base = without_objects_on(otsu_watershed(image), painted)
             counts.setdefault("otsu_ws", []).append(image_counts(truth, base))
             seconds["otsu_ws"] = seconds.get("otsu_ws", 0.0) + time.time() - start
     results = {k: summarize(v) for k, v in counts.items() if v}

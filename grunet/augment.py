@@ -120,3 +120,32 @@ def intensity(
     if opts["noise"]:  # noise relative to the signal: a dim image is not a noisier one
         img = img + rng.normal(0.0, rng.uniform(0, opts["noise"]) * signal, img.shape)
     return img.astype(np.float32), labels
+
+
+def paint_outlier_nuclei(
+    image: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    brightness: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A raw image with ``count`` saturated nuclei added, and the mask of those nuclei.
+
+    The nuclei are flat at ``brightness`` times the image's 99.8th percentile, 1.3x the median
+    nucleus diameter of ``labels`` across, on background only: after a percentile
+    normalisation they set the top of the range and the ordinary nuclei fall to ~1/brightness
+    of it. Used to measure that a model's ordinary nuclei survive outliers (Issue 13).
+    """
+    from grunet.preprocess import median_diameter, percentile_range
+
+    image = np.asarray(image, np.float32)
+    level = brightness * percentile_range(image, (1.0, 99.8))[1]
+    diameter = 1.3 * (median_diameter(labels) or 16.0)
+    painted, out = image, np.asarray(labels)
+    first_new = int(out.max()) + 1
+    for _ in range(50):  # retry placements until `count` nuclei fit
+        missing = count - (int(out.max()) + 1 - first_new)
+        if missing <= 0:
+            break
+        painted, out = add_bright_nuclei(painted, out, missing, diameter, (level, level), rng)
+    return painted, out >= first_new

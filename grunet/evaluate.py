@@ -142,6 +142,19 @@ def image_counts(
     return counts
 
 
+def without_objects_on(pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Predicted labels minus the objects lying mostly (over half their pixels) on ``mask``.
+
+    Scores only what a mask excludes, e.g. the ordinary nuclei beside painted outliers.
+    """
+    if not mask.any():
+        return pred
+    ids, inside = np.unique(pred[mask], return_counts=True)
+    sizes = np.bincount(pred.ravel().astype(np.int64))
+    drop = ids[(ids > 0) & (2 * inside > sizes[ids])]
+    return np.where(np.isin(pred, drop), 0, pred).astype(pred.dtype)
+
+
 def summarize(counts: Sequence[dict] | dict) -> dict:
     """Metrics from one image's counts or pooled over several images' counts.
 
