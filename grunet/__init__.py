@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 __version__ = "0.1.0"
+
+if "torch" not in sys.modules:
+    # OpenMP worker threads that spin at the barrier after every op stall whenever another
+    # process holds a core: on a shared 2-core machine a 128² forward took 1-8 s instead of
+    # 0.05 s, 512² ran 4-6× slower (benchmarks/predict_throughput.py). Sleeping waits cost
+    # microseconds per op. Read once when torch loads; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from grunet.errors import CheckpointError, ConfigError, GrunetError, InputError  # noqa: E402
 

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from grunet import __version__
 from grunet.errors import ConfigError, InputError
-from grunet.runtime import PreparedModel, prepare_model, select_device
+from grunet.runtime import PreparedModel, prepare_model, select_device, should_compile
 
 DEFAULT_TILE = 1024  # window core (pixels per side); one window per 1024² image chunk
 DEFAULT_HALO = 32  # context read on every side of a core; (1+2·32/1024)² = 1.13× the pixels
@@ -244,6 +244,7 @@ class Predictor:
         self.tile, self.halo = check_tiling(tile, halo)
         self.batch_size = check_positive("batch_size", batch_size)
         self._prepared: PreparedModel | None = None
+        self._std = (0, 0)  # fixed window shape of a compiled run (set per run)
         cfg = getattr(model, "cfg", None)
         self.in_channels = int(cfg.in_channels) if cfg is not None else None
         self.classes = int(cfg.classes) if cfg is not None else 3
@@ -272,9 +273,15 @@ class Predictor:
         return {str(k): float(v) for k, v in options.items()}
 
     def prepared(self, work_pixels: int | None = None) -> PreparedModel:
-        """The model on its device with the fast path (compiled when ``work_pixels`` pays)."""
+        """The model on its device with the fast path (compiled when ``work_pixels`` pays).
+
+        Prepared once and reused: a later, larger job re-prepares only to switch to compiled.
+        """
         if self._prepared is None or (
-            self.compile == "auto" and not self._prepared.compiled and work_pixels
+            self.compile == "auto"
+            and not self._prepared.compiled
+            and self.fast
+            and should_compile(self.device, "auto", work_pixels)
         ):
             candidate = prepare_model(
                 self.model,
@@ -311,6 +318,26 @@ class Predictor:
 
     # -- the engine -------------------------------------------------------------------------
 
+    def batch_pixels(self) -> int:
+        """Pixels one forward pass may hold: ``batch_size`` full windows (tile + 2·halo)².
+
+        Small windows (small planes, the z-planes or t-frames of a stack) are batched up to this
+        budget, so they cost what the same pixels cost in one large window: a forward pass has a
+        fixed cost of a few hundred kernel launches, whatever its size. Memory per pass stays
+        that of ``batch_size`` full windows.
+        """
+        side = _round_up(self.tile + 2 * self.halo, self.stride)
+        return self.batch_size * side * side
+
+    def _padded_pixels(self, window: tuple[int, int, int, int]) -> int:
+        """Pixels the network computes for ``window`` (padded as in :meth:`_run_windows`)."""
+        wy, wx = window[1] - window[0], window[3] - window[2]
+        wy, wx = (
+            max(_round_up(wy, self.stride), self._std[0]),
+            max(_round_up(wx, self.stride), self._std[1]),
+        )
+        return wy * wx
+
     def _forward(self, prepared: PreparedModel, inputs: list[np.ndarray]) -> np.ndarray:
         """Probabilities (B, classes, y, x) float32 of equally shaped (C, y, x) windows."""
         batch = torch.from_numpy(np.ascontiguousarray(np.stack(inputs)))
@@ -334,7 +361,8 @@ class Predictor:
                     np.pad(x, ((0, 0), (0, pad_to[0] - size[0]), (0, pad_to[1] - size[1])), "edge")
                     for x in inputs
                 ]
-                inputs += [inputs[-1]] * (self.batch_size - len(inputs))
+                full = max(self.batch_size, self.batch_pixels() // (pad_to[0] * pad_to[1]))
+                inputs += [inputs[-1]] * (full - len(inputs))  # one batch shape per window shape
             probs = self._forward(prepared, inputs)
             for (block, window), p in zip(items, probs):
                 block.add(window, p[:, : size[0], : size[1]], shape_of(block), self.halo)
@@ -364,7 +392,9 @@ class Predictor:
             dynamic_ncols=True,
         )
         self._std = (0, 0)
+        budget = self.batch_pixels()
         pending: list = []
+        pending_pixels = 0
         open_blocks: list[Block] = []
         with bar:
             # On a CPU the reader thread would compete with torch's threads for the same cores
@@ -376,11 +406,13 @@ class Predictor:
                     self._std = tuple(_round_up(n, self.stride) for n in longest)
                 open_blocks.append(block)
                 for window in block.windows:
-                    pending.append((block, window))
-                    if len(pending) == self.batch_size:
+                    pixels = self._padded_pixels(window)
+                    if pending and pending_pixels + pixels > budget:
                         self._run_windows(prepared, pending, shape_of)
                         bar.update(len(pending))
-                        pending = []
+                        pending, pending_pixels = [], 0
+                    pending.append((block, window))
+                    pending_pixels += pixels
                 while open_blocks and open_blocks[0].remaining == 0:
                     done = open_blocks.pop(0)
                     yield done, done.result()

@@ -211,3 +211,31 @@ def test_channels_option_selects_the_model_channels_by_name(tmp_path, nuclei_tim
     assert zarr.open_group(str(out), mode="r").attrs["grunet"]["channel_names"] == ["dapi"]
     with pytest.raises(ConfigError, match="'gfp' is not a channel"):
         predict_store(store, tmp_path / "q.zarr", model=path, channels=["gfp"], progress=False)
+
+
+def test_small_planes_of_a_stack_share_forward_passes_and_match_one_at_a_time(
+    tmp_path, nuclei_3d, tiny_checkpoint, monkeypatch
+):
+    """The z-planes of a stack of small planes are batched; each plane's result is unchanged."""
+    from grunet.io import ImageStack, open_store, write_image
+
+    image = nuclei_3d[0][:6, :70, :60][None, None]  # (T=1, C=1, Z=6, Y, X) real nuclei
+    store = write_image(tmp_path / "z.ome.zarr", ImageStack(image), chunks=64)
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu", compile=False)
+    batches = []
+    forward = Predictor._forward
+
+    def counting(self, prepared, inputs):
+        batches.append(len(inputs))
+        return forward(self, prepared, inputs)
+
+    monkeypatch.setattr(Predictor, "_forward", counting)
+    out = predict_store(store, tmp_path / "z.probs.zarr", model=predictor, progress=False)
+    assert batches == [6]  # one forward for the whole stack
+    probs = zarr.open_group(str(out), mode="r")["probs"][0].astype(np.float32)
+    stack = open_store(store)
+    for z in range(6):
+        raw = np.asarray(stack.data[0, :, z])
+        expected = predictor.predict_plane(normalize_channels(raw, stack.normalization_ranges))
+        np.testing.assert_allclose(probs[:, z], expected, atol=2e-3)
