@@ -24,3 +24,8 @@ class ConfigError(GrunetError, ValueError):
 
 class CheckpointError(GrunetError, ValueError):
     """A checkpoint that is missing, corrupt or does not fit the data."""
+
+
+class MetadataWarning(UserWarning):
+    """Metadata of an input that grunet could not use (e.g. a negative pixel size): the value
+    is stored as unknown and the message names the file."""

@@ -15,6 +15,7 @@ def run_pipeline(
     model: str | Path | None = None,
     device: str = "auto",
     axes: str | None = None,
+    scene: int | str | None = None,
     tile: int | None = None,
     batch_size: int | None = None,
     keep_probabilities: bool = False,
@@ -24,15 +25,19 @@ def run_pipeline(
     """Convert, predict, segment, measure and count each input; return ``outdir/counts.csv``.
 
     Writes ``outdir/<stem>.ome.zarr`` (image + ``labels/cells``), ``outdir/cells/<stem>.parquet``
-    and ``.csv``, and ``outdir/counts.csv`` (one row per sample and time point). Every input is
-    checked before any work starts, so one bad file stops the run before hours are spent.
+    and ``.csv``, and ``outdir/counts.csv`` (one row per sample and time point). Every scene k
+    of a multi-scene file (multi-series TIFF, CZI/ND2/LIF scenes) is its own sample
+    ``<stem>_s<k>``. Every input is checked before any work starts, so one bad file stops the
+    run before hours are spent.
 
     Args:
-        inputs: image files (TIFF, OME-TIFF, zarr, OME-Zarr, ``demo:<name>``).
+        inputs: image files (TIFF, OME-TIFF, zarr, OME-Zarr, ``demo:<name>``; CZI, ND2, LIF
+            and more with the ``formats`` extra).
         outdir: output folder (created).
         model: checkpoint path; None uses the small model shipped with grunet.
         device: "auto", "cpu", "cuda" or "mps".
         axes: axes of the inputs where their metadata does not say (e.g. "TYX").
+        scene: only this scene (index or name) of each input; None: every scene.
         tile, batch_size: inference options (see ``grunet predict``).
         keep_probabilities: keep ``outdir/<stem>.probs.zarr`` (deleted otherwise).
         overwrite: replace existing outputs.
@@ -55,7 +60,7 @@ def run_pipeline(
     counts = outdir / "counts.csv"
     check_output_free(counts, overwrite)
     predictor = Predictor.from_checkpoint(model, device=device)
-    stores = convert(inputs, outdir, axes=axes, overwrite=overwrite, progress=progress)
+    stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
     for store in stores:
         predictor.check_channels(store_channels(store), store)
     tables = []

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from grunet import __version__
-from grunet.errors import GrunetError
+from grunet.errors import GrunetError, MetadataWarning
 
 SUBCOMMANDS = (
     "run",
@@ -46,9 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str) -> None:
+    """Show metadata warnings (they name the file) as one line, without grunet's source line."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MetadataWarning):
+            print(f"grunet {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``grunet`` console script."""
     args = build_parser().parse_args(argv)
+    _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except GrunetError as err:

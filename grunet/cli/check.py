@@ -13,11 +13,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Open and read every input completely (streamed) and report each bad one on its own "
             "line: unreadable, truncated or corrupt files, unsupported shapes or pixel types, "
-            "NaN/inf values, label images that do not match. Exit 2 if any input is bad."
+            "NaN/inf values, label images that do not match. Every scene of a multi-scene file "
+            "(multi-series TIFF, CZI/ND2/LIF scenes) is checked. Exit 2 if any input is bad."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or zarr stores")
     parser.add_argument("--axes", help="axes of the inputs as letters of TCZYX, e.g. TYX")
+    parser.add_argument("--scene", help="check only this scene (index or name) of each input")
     parser.add_argument(
         "--labels", nargs="+", metavar="LABELS", help="label images, one per input, in order"
     )
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from grunet.errors import GrunetError, InputError
-    from grunet.io.convert import check_input, release_files
+    from grunet.io.convert import check_input, input_samples, release_files
 
     if args.labels is not None and len(args.labels) != len(args.inputs):
         raise InputError(
@@ -43,13 +45,14 @@ def run(args: argparse.Namespace) -> int:
     ):
         release_files(i)
         try:
-            report = check_input(path, axes=args.axes, labels=label)
+            scenes = [s.scene for s in input_samples(path, args.scene)]
+            for scene in scenes:
+                report = check_input(path, axes=args.axes, labels=label, scene=scene)
+                if args.verbose or report.constant_channels or report.warnings:
+                    tqdm.write(report.summary(), file=sys.stdout)
         except GrunetError as err:
             bad += 1
             tqdm.write(str(err), file=sys.stdout)
-            continue
-        if args.verbose or report.constant_channels:
-            tqdm.write(report.summary(), file=sys.stdout)
     n = len(args.inputs)
     if bad:
         print(f"grunet check: {bad} of {n} input(s) are bad", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``grunet convert``: images (TIFF / OME-TIFF / zarr / OME-Zarr) → canonical OME-Zarr stores."""
+"""``grunet convert``: images (TIFF / OME-TIFF / zarr / CZI / ND2 / LIF ...) → OME-Zarr stores."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Convert images to OUTDIR/<name>.ome.zarr (axes t,c,z,y,x, chunked, with per-channel "
             "normalisation ranges). Inputs: TIFF, OME-TIFF, ImageJ hyperstacks, zarr, OME-Zarr, "
-            ".npy, demo:<name>. A plain multi-page TIFF is read as a Z-stack unless --axes says "
-            "otherwise."
+            ".npy, demo:<name>; CZI, ND2, LIF, DV and more with grunet[formats]. A plain "
+            "multi-page TIFF is read as a Z-stack unless --axes says otherwise. Each scene k of a "
+            "multi-scene file becomes OUTDIR/<stem>_s<k>.ome.zarr."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or zarr stores")
     parser.add_argument("-o", "--outdir", required=True, help="folder for the .ome.zarr stores")
     parser.add_argument("--name", help="store name (one input only); default: the input's stem")
     parser.add_argument("--axes", help="axes of the inputs as letters of TCZYX, e.g. TYX or CZYX")
+    parser.add_argument(
+        "--scene", help="convert only this scene (index or name) of each input (default: all)"
+    )
     parser.add_argument(
         "--channel-names", metavar="A,B", help="comma-separated channel names, e.g. DAPI,GFP"
     )
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         pyramid=args.pyramid_levels,
         progress=True,
+        scene=args.scene,
     )
     for out in outputs:
         print(out)

@@ -10,13 +10,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "run",
         help="segment, measure and count cells in image files (all stages)",
         description="Writes OUTDIR/<stem>.ome.zarr (with labels/cells), "
-        "OUTDIR/cells/<stem>.parquet + .csv and OUTDIR/counts.csv.",
+        "OUTDIR/cells/<stem>.parquet + .csv and OUTDIR/counts.csv. Each scene k of a "
+        "multi-scene file (multi-series TIFF, CZI/ND2/LIF scenes) is its own sample <stem>_s<k>.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF / OME-TIFF / zarr files")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="TIFF / OME-TIFF / zarr / CZI / ND2 / LIF files"
+    )
     parser.add_argument("-o", "--outdir", required=True, help="output folder")
     parser.add_argument("--model", help="checkpoint (default: the small model shipped with grunet)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--axes", help="axes of inputs without metadata, e.g. TYX or ZYX")
+    parser.add_argument("--scene", help="only this scene (index or name) of each input")
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     parser.add_argument(
@@ -36,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         axes=args.axes,
+        scene=args.scene,
         tile=args.tile,
         batch_size=args.batch_size,
         keep_probabilities=args.keep_probabilities,

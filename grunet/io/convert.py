@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,50 @@ from pathlib import Path
 import numpy as np
 
 from grunet.atomic import check_output_free
-from grunet.errors import InputError
+from grunet.errors import InputError, MetadataWarning
 from grunet.io.progress import progress_callbacks
 from grunet.io.ranges import DEFAULT_PERCENTILES, channel_stats, ranges_from_stats
-from grunet.io.readers import read_image
+from grunet.io.readers import list_scenes, read_image, scene_index
 from grunet.io.stack import ImageStack
 from grunet.io.store import _nonfinite_error, write_image
 
 STORE_SUFFIX = ".ome.zarr"
 _STRIP_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".npy")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of an input: the file, the scene index in it, and the sample's name."""
+
+    source: str
+    scene: int
+    name: str
+    scene_name: str | None = None  # the scene's name in a multi-scene file
+
+
+def input_samples(
+    path: str | Path, scene: int | str | None = None, name: str | None = None
+) -> list[Sample]:
+    """The samples of one input: one per scene (all, or only ``scene``), each with its name.
+
+    A single-scene input is one sample named ``name`` or the file's stem; scene k of a
+    multi-scene file (multi-series TIFF, CZI scenes, ND2 positions, LIF series) is named
+    ``<stem>_s<k>`` (``<name>_s<k>`` with ``name``), or ``name`` when one scene is chosen by it.
+
+    Example:
+        >>> [s.name for s in input_samples("plate.czi")]  # doctest: +SKIP
+        ['plate_s0', 'plate_s1']
+    """
+    names = list_scenes(path)
+    stem = name or store_name(path)
+    if len(names) == 1:
+        scene_index(names, 0 if scene is None else scene, path)  # refuses a wrong scene
+        return [Sample(str(path), 0, stem)]
+    chosen = range(len(names)) if scene is None else [scene_index(names, scene, path)]
+    return [
+        Sample(str(path), k, name if name and scene is not None else f"{stem}_s{k}", names[k])
+        for k in chosen
+    ]
 
 
 @dataclass
@@ -33,13 +69,19 @@ class InputReport:
     channel_names: list[str]
     ranges: list[tuple[float, float]]
     constant_channels: list[str]
+    scene: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         sizes = ", ".join(f"{k}={v:g}" for k, v in self.pixel_sizes.items() if v is not None)
-        text = f"{self.path}: ok, TCZYX {self.shape} {self.dtype}"
+        where = f"{self.path} (scene {self.scene})" if self.scene else self.path
+        text = f"{where}: ok, TCZYX {self.shape} {self.dtype}"
         text += f", pixel sizes {sizes}" if sizes else ", pixel sizes unknown"
+        text += f", channels {', '.join(self.channel_names)}"
         if self.constant_channels:
             text += f"; warning: constant channel(s) {', '.join(self.constant_channels)}"
+        for warning in self.warnings:
+            text += f"; warning: {warning.removeprefix(self.path + ': ')}"
         return text
 
 
@@ -49,8 +91,9 @@ def check_input(
     axes: str | None = None,
     labels: str | Path | None = None,
     progress: bool = False,
+    scene: int | str = 0,
 ) -> InputReport:
-    """Validate one input completely: open it and read every pixel once (streamed).
+    """Validate one input (one scene of it) completely: open it and read every pixel once.
 
     Finds what opening alone cannot: corrupt compressed data, NaN/inf values; and, with
     ``labels``, a label image of another shape, of a non-integer type or with negative values.
@@ -60,9 +103,10 @@ def check_input(
         axes: axes override, as for :func:`grunet.io.read_image`.
         labels: an optional label image that must match the image (T, Z, Y, X).
         progress: show a tqdm bar on stderr.
+        scene: the scene of a multi-scene file (index or name; see :func:`list_scenes`).
 
     Returns:
-        An :class:`InputReport` (shape, dtype, pixel sizes, normalisation ranges).
+        An :class:`InputReport` (shape, dtype, pixel sizes, normalisation ranges, warnings).
 
     Raises:
         InputError: naming the bad file and the problem.
@@ -70,7 +114,7 @@ def check_input(
     Example:
         >>> print(check_input("a.tif").summary())  # doctest: +SKIP
     """
-    stack = read_image(path, axes=axes)
+    stack = read_image(path, axes=axes, scene=scene)
     callbacks = progress_callbacks(progress, Path(str(path)).name)
     stats = channel_stats(stack.data, callbacks=callbacks)
     _nonfinite_error(stack.source, stats, stack.channel_names)
@@ -86,6 +130,8 @@ def check_input(
         channel_names=stack.channel_names,
         ranges=ranges,
         constant_channels=constant,
+        scene=stack.scene,
+        warnings=list(stack.warnings),
     )
 
 
@@ -157,30 +203,35 @@ def convert(
     overwrite: bool = False,
     pyramid: int | None = None,
     progress: bool = False,
+    scene: int | str | None = None,
 ) -> list[Path]:
-    """Convert images to canonical stores ``outdir/<name or input stem>.ome.zarr``.
+    """Convert images to canonical stores ``outdir/<sample>.ome.zarr``, one per scene.
 
     All inputs are opened and all outputs checked before anything is written, so a bad file
     or an existing output is reported before hours of conversion. Each store is written
-    atomically (see :func:`grunet.io.write_image`).
+    atomically (see :func:`grunet.io.write_image`). Every scene of a multi-scene file becomes
+    its own store ``<stem>_s<k>`` (see :func:`input_samples`); its name, the file's pixel sizes,
+    channel names and time interval are recorded in the store. Metadata the reader had to drop
+    (e.g. a negative pixel size) is reported as a :class:`~grunet.errors.MetadataWarning`.
 
     Args:
         inputs: image paths (any :func:`grunet.io.read_image` input, also ``demo:<name>``).
         outdir: the folder for the stores (created).
-        name: the store name (only with one input).
+        name: the store name (only with one input; ``<name>_s<k>`` for several scenes).
         axes: axes of the inputs, overriding the files' own (e.g. ``"TYX"``).
         channel_names: one name per channel.
         pixel_size: {"z", "y", "x"} in micrometres, overriding the files' metadata.
         overwrite: replace existing stores.
         pyramid: extra resolution levels for viewers (None: automatic, 0: none).
         progress: show tqdm bars on stderr.
+        scene: convert only this scene (index or name) of each input; None: every scene.
 
     Returns:
-        The paths of the stores written, in input order.
+        The paths of the stores written, in input (then scene) order.
 
     Example:
-        >>> convert(["a.tif", "b.ome.tif"], "stores")  # doctest: +SKIP
-        [PosixPath('stores/a.ome.zarr'), PosixPath('stores/b.ome.zarr')]
+        >>> convert(["a.tif", "plate.czi"], "stores")  # doctest: +SKIP
+        [PosixPath('stores/a.ome.zarr'), PosixPath('stores/plate_s0.ome.zarr'), ...]
     """
     if not inputs:
         raise InputError(None, "no inputs given")
@@ -189,21 +240,22 @@ def convert(
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(outdir, "output folder is a file")
-    outputs = [outdir / f"{name or store_name(p)}{STORE_SUFFIX}" for p in inputs]
+    samples = [s for p in inputs for s in input_samples(p, scene, name)]
+    outputs = [outdir / f"{s.name}{STORE_SUFFIX}" for s in samples]
     seen: dict[Path, str] = {}
-    for source, out in zip(inputs, outputs):
+    for sample, out in zip(samples, outputs):
         if out in seen:
             raise InputError(
-                source, f"has the same name as {seen[out]}; both would be written to {out}"
+                sample.source, f"has the same name as {seen[out]}; both would be written to {out}"
             )
-        seen[out] = str(source)
+        seen[out] = sample.source
 
-    def prepared(source) -> ImageStack:
-        stack = read_image(source, axes=axes)
+    def prepared(sample: Sample) -> ImageStack:
+        stack = read_image(sample.source, axes=axes, scene=sample.scene)
         if channel_names is not None:
             if len(channel_names) != stack.shape[1]:
                 raise InputError(
-                    source,
+                    sample.source,
                     f"{len(channel_names)} channel names given for {stack.shape[1]} channel(s)",
                 )
             stack = dataclasses.replace(stack, channel_names=list(channel_names))
@@ -211,8 +263,10 @@ def convert(
             stack = dataclasses.replace(stack, pixel_sizes={**stack.pixel_sizes, **pixel_size})
         return stack
 
-    for i, (source, out) in enumerate(zip(inputs, outputs)):  # check all before writing any
-        prepared(source)  # not kept: thousands of inputs must not hold thousands of open files
+    for i, (sample, out) in enumerate(zip(samples, outputs)):  # check all before writing any
+        stack = prepared(sample)  # not kept: thousands of inputs must not hold open files
+        for warning in stack.warnings:
+            warnings.warn(warning, MetadataWarning, stacklevel=2)
         check_output_free(out, overwrite)
         release_files(i)
     options = {
@@ -221,15 +275,18 @@ def convert(
         "pixel_size": pixel_size,
         "pyramid": pyramid,
     }
-    for i, (source, out) in enumerate(zip(inputs, outputs)):
+    for i, (sample, out) in enumerate(zip(samples, outputs)):
         release_files(i)
-        stack = prepared(source)
+        stack = prepared(sample)
+        extra = {"convert": options, "metadata_warnings": list(stack.warnings)}
+        if sample.scene_name is not None:
+            extra["scene"] = {"index": sample.scene, "name": sample.scene_name}
         write_image(
             out,
             stack,
             overwrite=overwrite,
             pyramid=pyramid,
             progress=progress,
-            attrs={"convert": options},
+            attrs=extra,
         )
     return outputs

@@ -1,4 +1,9 @@
-"""Lazy readers: TIFF / OME-TIFF / ImageJ hyperstacks, zarr / OME-Zarr, .npy, ``demo:<name>``.
+"""Lazy readers: TIFF / OME-TIFF / ImageJ hyperstacks, zarr / OME-Zarr, .npy, ``demo:<name>``,
+and (with the ``formats`` extra) microscope vendor files through bioio (:mod:`grunet.io.vendor`).
+
+Scenes: a file may hold several images (the series of a multi-series TIFF / OME-TIFF, the scenes
+or positions of a CZI, ND2, LIF); :func:`list_scenes` names them and ``read_image(path, scene=k)``
+reads one. Every other input has one scene.
 
 Every reader returns an :class:`ImageStack` whose dask array reads the file chunk by chunk, so
 a file larger than memory streams: compressed or tiled TIFFs through tifffile's zarr interface
@@ -14,7 +19,8 @@ say otherwise. RGB samples (``S``) become channels.
 
 Pixel sizes are micrometres (t: seconds), from OME metadata, ImageJ metadata (spacing, unit,
 frame interval), OME-Zarr scale transforms, or TIFF resolution tags in centimetres; otherwise
-unknown (None). Inch-based resolution tags (usually a 72 dpi default) are ignored.
+unknown (None). Inch-based resolution tags (usually a 72 dpi default) are ignored. A negative or
+zero size in a file's metadata is stored as unknown and noted in ``ImageStack.warnings``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 from dask.base import tokenize
 
 from grunet.errors import InputError
+from grunet.io import vendor
 from grunet.io.stack import (
     ImageStack,
     check_dtype,
@@ -46,7 +53,10 @@ ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 TARGET_YX = 1024
 MAX_CHUNK_BYTES = 64 * 2**20
 AMBIGUOUS_AXES = "QI"  # tifffile's generic series/sequence axes
-SUPPORTED = "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy"
+SUPPORTED = (
+    "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy; "
+    f"CZI, ND2, LIF, DV and more with the '{vendor.EXTRA}' extra ({vendor.INSTALL})"
+)
 
 _LENGTH_UNITS_UM = {
     "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
@@ -125,11 +135,13 @@ def _chunks_for(shape, native, axes: str, itemsize: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def _lazy(array: Any, axes: str, path: str, native=None, keep: Any = None) -> da.Array:
+def _lazy(
+    array: Any, axes: str, path: str, native=None, keep: Any = None, scene: int = 0
+) -> da.Array:
     guarded = _GuardedArray(array, path, keep)
     native = native or (1,) * (guarded.ndim - 2) + guarded.shape[-2:]
     chunks = _chunks_for(guarded.shape, native, axes, guarded.dtype.itemsize)
-    identity = (path, type(array).__name__, str(getattr(array, "path", "")), guarded.shape)
+    identity = (path, type(array).__name__, str(getattr(array, "path", "")), guarded.shape, scene)
     try:
         stat = os.stat(path)
         token = tokenize(*identity, stat.st_mtime_ns, stat.st_size, str(guarded.dtype))
@@ -187,6 +199,8 @@ def _finish(
     pixel_sizes: dict | None = None,
     channel_names: list[str] | None = None,
     attrs: dict | None = None,
+    scene: str | None = None,
+    warnings: list[str] | None = None,
 ) -> ImageStack:
     data = to_tczyx(data, axes, path)
     n_channels = data.shape[1]
@@ -198,6 +212,8 @@ def _finish(
         channel_names=list(channel_names),
         source=path,
         attrs=attrs or {},
+        scene=scene,
+        warnings=list(warnings or []),
     )
 
 
@@ -269,12 +285,34 @@ def _check_end(path: str, end: int, size: int) -> None:
         )
 
 
-def _ome_metadata(xml: str) -> tuple[dict, list[str]]:
+def _not_positive(value: Any, axis: str, unit: str, path: str, notes: list[str]) -> None:
+    """Note a metadata size that is a number but not a positive one (it is stored as unknown)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return
+    if not (math.isfinite(number) and number > 0):
+        notes.append(
+            f"{path}: the file's metadata gives {axis} pixel size {number:g} {unit}, "
+            "which is not a positive size; stored as unknown"
+        )
+
+
+def _ome_metadata(
+    xml: str, image: int = 0, path: str = "", notes: list[str] | None = None
+) -> tuple[dict, list[str]]:
+    """Pixel sizes and channel names of OME-XML image number ``image``."""
     root = ET.fromstring(xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
+    images = [el for el in root if el.tag.endswith("}Image")]
+    where = images[image] if image < len(images) else root
+    pixels = next((el for el in where.iter() if el.tag.endswith("}Pixels")), None)
     if pixels is None:
         return {}, []
     a = pixels.attrib
+    for axis, key, unit in (("x", "PhysicalSizeX", "µm"), ("y", "PhysicalSizeY", "µm"),
+                            ("z", "PhysicalSizeZ", "µm"), ("t", "TimeIncrement", "s")):  # fmt: skip
+        if notes is not None and key in a:
+            _not_positive(a[key], axis, a.get(f"{key}Unit", unit), path, notes)
     sizes = {
         "x": length_um(a.get("PhysicalSizeX"), a.get("PhysicalSizeXUnit", "µm")),
         "y": length_um(a.get("PhysicalSizeY"), a.get("PhysicalSizeYUnit", "µm")),
@@ -305,10 +343,11 @@ def _resolution_um(page, unit: str | None = None) -> tuple[float | None, float |
     return y, x
 
 
-def _tiff_metadata(tif, series) -> tuple[dict, list[str]]:
+def _tiff_metadata(tif, series, index: int, notes: list[str]) -> tuple[dict, list[str]]:
     page = series.pages[0] if series.pages else tif.pages.first
+    path = tif.filehandle.path
     if tif.is_ome and tif.ome_metadata:
-        sizes, names = _ome_metadata(tif.ome_metadata)
+        sizes, names = _ome_metadata(tif.ome_metadata, index, path, notes)
         if sizes:
             return sizes, names
     if tif.is_imagej and tif.imagej_metadata is not None:
@@ -317,6 +356,8 @@ def _tiff_metadata(tif, series) -> tuple[dict, list[str]]:
         unit = "um" if unit in ("micron", "\\u00B5m") else unit
         calibrated = unit not in (None, "", "pixel", "pixels")
         y, x = _resolution_um(page, unit) if calibrated else (None, None)
+        if calibrated and "spacing" in meta:
+            _not_positive(meta["spacing"], "z", unit, path, notes)
         z = length_um(meta.get("spacing"), unit) if calibrated else None
         t = time_s(meta.get("finterval"), meta.get("tunit", "s"))
         return {"x": x, "y": y, "z": z, "t": t}, []
@@ -324,10 +365,9 @@ def _tiff_metadata(tif, series) -> tuple[dict, list[str]]:
     return {"x": x, "y": y, "z": None, "t": None}, []
 
 
-def read_tiff(path: str, axes: str | None = None) -> ImageStack:
-    """Lazily read series 0 of a TIFF / OME-TIFF / ImageJ hyperstack (level 0 of a pyramid)."""
+def _open_tiff(path: str):
+    """Open a TIFF (read-only) and index its series; corrupt files as one InputError."""
     import tifffile
-    import zarr
 
     with _tifffile_log() as log:
         try:
@@ -336,7 +376,6 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
             problem = f"not a readable TIFF file ({type(err).__name__}: {err})"
             raise InputError(path, problem) from None
         try:
-            series = tif.series[0] if tif.series else None
             _ = [len(s.pages) for s in tif.series]
         except Exception as err:
             tif.close()
@@ -344,15 +383,38 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
     if log.corruption():
         tif.close()
         raise InputError(path, f"corrupt or truncated TIFF ({log.corruption()})")
+    if not tif.series:
+        tif.close()
+        raise InputError(path, "TIFF contains no image")
+    return tif
+
+
+def tiff_scenes(path: str) -> list[str]:
+    """Names of the series of a TIFF (OME image names, else ``series<k>``), in file order."""
+    tif = _open_tiff(path)
     try:
-        if series is None:
-            raise InputError(path, "TIFF contains no image")
+        return [s.name or f"series{k}" for k, s in enumerate(tif.series)]
+    finally:
+        tif.close()
+
+
+def read_tiff(path: str, axes: str | None = None, scene: int = 0) -> ImageStack:
+    """Lazily read series ``scene`` of a TIFF / OME-TIFF / ImageJ hyperstack (pyramid level 0)."""
+    import zarr
+
+    tif = _open_tiff(path)
+    try:
+        if not 0 <= scene < len(tif.series):
+            raise InputError(path, f"has {len(tif.series)} series; there is no series {scene}")
+        series = tif.series[scene]
         shape = tuple(int(n) for n in series.shape)
         check_shape(shape, path)
         check_dtype(series.dtype, path)
         _check_tiff_complete(tif, series, path)
         file_axes = parse_axes(axes, len(shape), path) if axes else _file_axes(series.axes, path)
-        pixel_sizes, names = _tiff_metadata(tif, series)
+        notes: list[str] = []
+        pixel_sizes, names = _tiff_metadata(tif, series, scene, notes)
+        scene_name = (series.name or f"series{scene}") if len(tif.series) > 1 else None
         contiguous = _contiguous_array(tif, series, path)
         if contiguous is not None:  # uncompressed: read exactly the requested region
             native = tuple(
@@ -360,19 +422,20 @@ def read_tiff(path: str, axes: str | None = None) -> ImageStack:
                 for i, (a, n) in enumerate(zip(file_axes, shape))
             )
             tif.close()  # each region read opens the file itself
-            data = _lazy(contiguous, file_axes, path, native=native)
+            data = _lazy(contiguous, file_axes, path, native=native, scene=scene)
         else:  # compressed / tiled: tifffile's zarr store decodes one strip or tile at a time
             array = zarr.open(series.aszarr(level=0), mode="r")
             if tuple(array.shape) != shape:  # squeezed series
                 array = _Reshaped(array, shape)
-            data = _lazy(array, file_axes, path, native=getattr(array, "chunks", None), keep=tif)
+            native = getattr(array, "chunks", None)
+            data = _lazy(array, file_axes, path, native=native, keep=tif, scene=scene)
     except InputError:
         tif.close()
         raise
     except Exception as err:
         tif.close()
         raise InputError(path, f"cannot read TIFF ({type(err).__name__}: {err})") from None
-    return _finish(data, file_axes, path, pixel_sizes, names)
+    return _finish(data, file_axes, path, pixel_sizes, names, scene=scene_name, warnings=notes)
 
 
 class _ContiguousArray:
@@ -498,10 +561,14 @@ def is_zarr(path: Path) -> bool:
     return path.is_dir() and any((path / m).exists() for m in ZARR_MARKERS)
 
 
+def ome_attrs(group: Any) -> dict[str, Any]:
+    """The OME metadata of a group: attrs["ome"] (NGFF 0.5) or the attrs themselves (0.4)."""
+    attrs = dict(group.attrs)
+    return dict(attrs.get("ome", attrs))
+
+
 def read_ome_zarr(path: Path, group) -> ImageStack:
     """An OME-Zarr image group (NGFF 0.4 or 0.5) as an ImageStack (highest resolution)."""
-    from grunet.io.store import ome_attrs
-
     ome = ome_attrs(group)
     try:
         multiscale = ome["multiscales"][0]
@@ -540,8 +607,6 @@ def read_ome_zarr(path: Path, group) -> ImageStack:
 def read_zarr(path: Path, axes: str | None = None) -> ImageStack:
     """A zarr array, a group holding one array, or an OME-Zarr image."""
     import zarr
-
-    from grunet.io.store import ome_attrs
 
     try:
         node = zarr.open(str(path), mode="r")
@@ -593,42 +658,23 @@ def read_npy(path: str, axes: str | None = None) -> ImageStack:
 
 
 # --------------------------------------------------------------------------------------- entry
-def read_image(path: str | Path, *, axes: str | None = None) -> ImageStack:
-    """Read any supported image lazily as a 5D (T, C, Z, Y, X) :class:`ImageStack`.
+def _source(path: str | Path, axes: str | None) -> tuple[str, str, str | None]:
+    """(kind, path, axes) of an input: kind is zarr, npy, tiff, bioio or probe (try TIFF, bioio).
 
-    Supported: TIFF / multi-page TIFF / OME-TIFF / ImageJ hyperstacks (via tifffile's zarr
-    interface, so huge files stream), zarr arrays and OME-Zarr images, ``.npy``, and
-    ``demo:<name>`` (see :mod:`grunet.demo`). Nothing is loaded until the data are computed.
-
-    Args:
-        path: the input file or directory, or ``"demo:nuclei_timelapse"`` etc.
-        axes: the input's axes as letters of TCZYX (e.g. ``"TYX"``), overriding what the file
-            says or what is guessed (a plain 3D stack is read as ZYX).
-
-    Returns:
-        The image with its pixel sizes (um / s, None when unknown) and channel names.
-
-    Raises:
-        InputError: the path is missing, not an image, truncated/corrupt, of an unsupported
-            shape or pixel type; the message names the file.
-
-    Example:
-        >>> stack = read_image("demo:nuclei_3d")  # doctest: +SKIP
-        >>> stack.shape  # doctest: +SKIP
-        (1, 1, 60, 256, 256)
+    ``demo:<name>`` is resolved to its file; a missing/unreadable/empty path is refused here.
     """
-    from grunet.demo import resolve_demo
-
     path_str = str(path)
     if path_str.startswith("demo:"):
+        from grunet.demo import resolve_demo
+
         demo_path, demo_axes = resolve_demo(path_str)
-        return read_image(demo_path, axes=axes or demo_axes)
+        return _source(demo_path, axes or demo_axes)
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or directory")
     if p.is_dir():
         if is_zarr(p):
-            return read_zarr(p, axes)
+            return "zarr", str(p), axes
         raise InputError(
             p, f"is a directory, not an image file or a zarr store (supported: {SUPPORTED})"
         )
@@ -638,12 +684,105 @@ def read_image(path: str | Path, *, axes: str | None = None) -> ImageStack:
         raise InputError(p, "empty file (0 bytes)")
     name = p.name.lower()
     if name.endswith(".npy"):
-        return read_npy(str(p), axes)
+        return "npy", str(p), axes
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff", str(p), axes
+    if vendor.plugin_for(p):
+        return "bioio", str(p), axes
+    return "probe", str(p), axes
+
+
+def _probe(path: str) -> str:
+    """tiff or bioio for a file of an unknown suffix; else one error naming what is supported."""
     try:
-        return read_tiff(str(p), axes)
+        _open_tiff(path).close()
+        return "tiff"
     except InputError as err:
-        if name.endswith(TIFF_SUFFIXES):
-            raise
+        tiff_problem = err.problem
+    try:
+        vendor.open_bioimage(path)
+        return "bioio"
+    except InputError:
+        pass
+    raise InputError(path, f"unsupported file type (supported: {SUPPORTED}); {tiff_problem}")
+
+
+def list_scenes(path: str | Path) -> list[str]:
+    """Names of the scenes of an input, in file order (one name for single-image inputs).
+
+    Scenes are the series of a multi-series TIFF / OME-TIFF and the scenes / positions / series
+    of vendor files read through bioio; zarr, OME-Zarr, .npy and demo inputs have one scene.
+
+    Example:
+        >>> list_scenes("plate.czi")  # doctest: +SKIP
+        ['TR1', 'P1']
+    """
+    kind, source, _ = _source(path, None)
+    if kind == "probe":
+        kind = _probe(source)
+    if kind == "tiff":
+        return tiff_scenes(source)
+    if kind == "bioio":
+        return vendor.bioio_scenes(source)
+    return [Path(source.rstrip("/")).name]
+
+
+def scene_index(names: list[str], scene: int | str, path: str | Path) -> int:
+    """The index of ``scene`` (an index, its text, or a scene name) among ``names``."""
+    if isinstance(scene, str) and scene in names:
+        return names.index(scene)
+    try:
+        index = int(scene)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < len(names):
         raise InputError(
-            p, f"unsupported file type (supported: {SUPPORTED}); {err.problem}"
-        ) from None
+            path,
+            f"has no scene {scene!r}; its {len(names)} scene(s): "
+            + ", ".join(f"{k} ({n})" for k, n in enumerate(names)),
+        )
+    return index
+
+
+def read_image(path: str | Path, *, axes: str | None = None, scene: int | str = 0) -> ImageStack:
+    """Read any supported image lazily as a 5D (T, C, Z, Y, X) :class:`ImageStack`.
+
+    Supported: TIFF / multi-page TIFF / OME-TIFF / ImageJ hyperstacks (via tifffile's zarr
+    interface, so huge files stream), zarr arrays and OME-Zarr images, ``.npy``,
+    ``demo:<name>`` (see :mod:`grunet.demo`), and with the ``formats`` extra every format a
+    bioio plugin reads (CZI, ND2, LIF, DV, ...). Nothing is loaded until the data are computed.
+
+    Args:
+        path: the input file or directory, or ``"demo:nuclei_timelapse"`` etc.
+        axes: the input's axes as letters of TCZYX (e.g. ``"TYX"``), overriding what the file
+            says or what is guessed (a plain 3D stack is read as ZYX). Vendor files read
+            through bioio always use their own dimensions.
+        scene: which scene of a multi-scene file (index or name, see :func:`list_scenes`).
+
+    Returns:
+        The image with its pixel sizes (um / s, None when unknown) and channel names.
+
+    Raises:
+        InputError: the path is missing, not an image, truncated/corrupt, of an unsupported
+            shape or pixel type, the scene does not exist, or the file needs the ``formats``
+            extra; the message names the file.
+
+    Example:
+        >>> stack = read_image("demo:nuclei_3d")  # doctest: +SKIP
+        >>> stack.shape  # doctest: +SKIP
+        (1, 1, 60, 256, 256)
+    """
+    kind, source, axes = _source(path, axes)
+    if kind == "probe":
+        kind = _probe(source)
+    if kind in ("tiff", "bioio") and scene not in (0, "0"):
+        index = scene_index(list_scenes(source), scene, source)
+    else:
+        index = scene_index([Path(source).name], scene, source)
+    if kind == "tiff":
+        return read_tiff(source, axes, index)
+    if kind == "bioio":
+        return vendor.read_bioio(source, index)
+    if kind == "zarr":
+        return read_zarr(Path(source), axes)
+    return read_npy(source, axes)

@@ -24,6 +24,9 @@ class ImageStack:
         channel_names: one name per channel.
         source: the path the image was read from.
         attrs: the ``"grunet"`` attributes when read from a canonical store (else ``{}``).
+        scene: the scene (position, series) name of a multi-scene file, else None.
+        warnings: metadata problems found while reading (e.g. a negative pixel size stored as
+            unknown), one line each, naming the file.
 
     Example:
         >>> stack = ImageStack(da.zeros((1, 1, 1, 64, 64), dtype="uint8"))
@@ -36,6 +39,8 @@ class ImageStack:
     channel_names: list[str] = field(default_factory=list)
     source: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
+    scene: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, da.Array):

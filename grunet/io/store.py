@@ -47,6 +47,7 @@ from grunet.io.ranges import (
     ranges_from_stats,
     tree_reduce,
 )
+from grunet.io.readers import ome_attrs, read_ome_zarr
 from grunet.io.stack import PIXEL_SIZE_KEYS, ImageStack, check_dtype
 
 MAX_YX_CHUNK = 1024
@@ -347,12 +348,6 @@ def _open_group(path: Path, what: str = "store") -> zarr.Group:
     return node
 
 
-def ome_attrs(group: zarr.Group) -> dict[str, Any]:
-    """The OME metadata of a group: attrs["ome"] (NGFF 0.5) or the attrs themselves (0.4)."""
-    attrs = dict(group.attrs)
-    return dict(attrs.get("ome", attrs))
-
-
 def open_store(path: str | Path) -> ImageStack:
     """Open an OME-Zarr image store (as written by :func:`write_image`) lazily.
 
@@ -366,8 +361,6 @@ def open_store(path: str | Path) -> ImageStack:
         >>> stack = open_store("a.ome.zarr")  # doctest: +SKIP
         >>> lo, hi = stack.normalization_ranges[0]  # doctest: +SKIP
     """
-    from grunet.io.readers import read_ome_zarr
-
     path = Path(path)
     group = _open_group(path)
     if "multiscales" not in ome_attrs(group):
