@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grunet.atomic import check_output_free
+from grunet.atomic import check_output_free, remove_path
 from grunet.errors import InputError, MetadataWarning
 from grunet.io.progress import progress_callbacks
 from grunet.io.ranges import DEFAULT_PERCENTILES, channel_stats, ranges_from_stats
@@ -275,18 +275,27 @@ def convert(
         "pixel_size": pixel_size,
         "pyramid": pyramid,
     }
+    written: dict[str, list[Path]] = {}
     for i, (sample, out) in enumerate(zip(samples, outputs)):
         release_files(i)
         stack = prepared(sample)
         extra = {"convert": options, "metadata_warnings": list(stack.warnings)}
         if sample.scene_name is not None:
             extra["scene"] = {"index": sample.scene, "name": sample.scene_name}
-        write_image(
-            out,
-            stack,
-            overwrite=overwrite,
-            pyramid=pyramid,
-            progress=progress,
-            attrs=extra,
-        )
+        try:
+            write_image(
+                out,
+                stack,
+                overwrite=overwrite,
+                pyramid=pyramid,
+                progress=progress,
+                attrs=extra,
+            )
+        except InputError:
+            # A file found corrupt while its pixels are read (truncated vendor files open
+            # fine) leaves none of its scenes behind: they all come from the same bad file.
+            for done in written.get(sample.source, []):
+                remove_path(done)
+            raise
+        written.setdefault(sample.source, []).append(out)
     return outputs

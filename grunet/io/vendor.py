@@ -16,7 +16,8 @@ import contextlib
 import logging
 import math
 import os
-from dataclasses import dataclass
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,15 @@ PLUGINS = {
 }
 
 
-@dataclass(frozen=True)
-class Scene:
-    """One scene of a file: its index, its name in the file, and the file's number of scenes."""
+# Reader options per suffix. bioio-czi's aicspylibczi mode (its default in bioio-czi 3.0.1)
+# returns the last scene's pixels for every scene of a multi-scene CZI whose scenes share one
+# bounding box (testCziMultipleScenes.czi); its pylibCZIrw mode reads each scene right.
+READER_OPTIONS = {".czi": {"use_aicspylibczi": False}}
 
-    index: int
-    name: str
-    count: int
+
+def reader_options(path: str | Path) -> dict[str, Any]:
+    """The keyword arguments grunet passes to ``bioio.BioImage`` for this file."""
+    return dict(READER_OPTIONS.get(Path(str(path)).suffix.lower(), {}))
 
 
 def plugin_for(path: str | Path) -> str | None:
@@ -81,8 +84,11 @@ def open_bioimage(path: str | Path) -> Any:
     except ImportError:
         raise _missing(path, "this file type needs bioio") from None
     try:
-        with _quiet_bioio():
-            return bioio.BioImage(str(path))
+        with _quiet_bioio(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # bioio-czi's pylibCZIrw mode
+            return bioio.BioImage(str(path), **reader_options(path))
+    except ImportError:  # a plugin registered but not importable (broken or partial install)
+        raise _missing(path, "this file type needs a bioio plugin") from None
     except UnsupportedFileFormatError:
         plugin = plugin_for(path)
         if plugin is not None and not _installed(plugin):
@@ -99,7 +105,10 @@ def open_bioimage(path: str | Path) -> Any:
 def _installed(package: str) -> bool:
     from importlib import util
 
-    return util.find_spec(package.replace("-", "_")) is not None
+    try:
+        return util.find_spec(package.replace("-", "_")) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _describe(err: BaseException) -> str:
@@ -123,16 +132,22 @@ def _scene_names(image: Any, path: str | Path) -> list[str]:
 
 
 class _Guarded:
-    """Array-like over one scene's dask array; reads turn plugin errors into InputErrors."""
+    """Array-like over one scene's dask array; reads turn plugin errors into InputErrors.
+
+    Reads of one file take turns: some plugins share one file handle between their chunks and
+    close it when a chunk is done (nd2's resource-backed arrays), which concurrent reads break.
+    """
 
     def __init__(self, array: da.Array, path: str, image: Any):
         self.array, self.path = array, path
         self.image = image  # keeps the reader (and its open file) alive while data are read
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.lock = threading.Lock()
 
     def __getitem__(self, key) -> np.ndarray:
         try:  # synchronous: this already runs inside a worker of the caller's scheduler
-            return np.asarray(self.array[key].compute(scheduler="synchronous"))
+            with self.lock:
+                return np.asarray(self.array[key].compute(scheduler="synchronous"))
         except Exception as err:
             raise InputError(
                 self.path,
@@ -184,7 +199,7 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
             data = image.dask_data
             sizes = image.physical_pixel_sizes
             channels = [str(c) for c in (image.channel_names or [])]
-            interval = _seconds(image.time_interval)
+            interval = _seconds(image.time_interval) or _czi_time_interval(image, path)
     except Exception as err:
         raise InputError(path, f"cannot read scene {names[scene]!r} ({_describe(err)})") from None
     data, channels = _samples_as_channels(data, order, channels, path)
@@ -215,6 +230,23 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
         scene=names[scene] if len(names) > 1 else None,
         warnings=notes,
     )
+
+
+def _czi_time_interval(image: Any, path: str) -> float | None:
+    """A CZI's frame interval, which bioio-czi's pylibCZIrw mode does not report (3.0.1).
+
+    Read with its aicspylibczi mode from the metadata only (the pixels of that mode are not
+    used, see READER_OPTIONS); None when absent or not a CZI.
+    """
+    if Path(path).suffix.lower() != ".czi" or image.dims.T < 2:
+        return None
+    try:
+        import bioio
+
+        with _quiet_bioio():
+            return _seconds(bioio.BioImage(path).time_interval)
+    except Exception:
+        return None
 
 
 def _token(path: str, scene: int, data: da.Array) -> str:
