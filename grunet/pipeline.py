@@ -16,6 +16,7 @@ def run_pipeline(
     device: str = "auto",
     axes: str | None = None,
     scene: int | str | None = None,
+    channels: list[str | int] | None = None,
     tile: int | None = None,
     batch_size: int | None = None,
     keep_probabilities: bool = False,
@@ -38,6 +39,8 @@ def run_pipeline(
         device: "auto", "cpu", "cuda" or "mps".
         axes: axes of the inputs where their metadata does not say (e.g. "TYX").
         scene: only this scene (index or name) of each input; None: every scene.
+        channels: channel names or indices the model reads (e.g. the nuclear stain of a
+            multi-channel file); None: all (see :func:`grunet.predict.predict_store`).
         tile, batch_size: inference options (see ``grunet predict``).
         keep_probabilities: keep ``outdir/<stem>.probs.zarr`` (deleted otherwise).
         overwrite: replace existing outputs.
@@ -51,7 +54,7 @@ def run_pipeline(
     from grunet.count import count_files
     from grunet.io.convert import convert
     from grunet.measure import measure_store
-    from grunet.predict import Predictor, predict_store
+    from grunet.predict import Predictor, predict_store, select_channels
     from grunet.segment import segment_store
 
     if not inputs:
@@ -62,7 +65,7 @@ def run_pipeline(
     predictor = Predictor.from_checkpoint(model, device=device)
     stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
     for store in stores:
-        predictor.check_channels(store_channels(store), store)
+        select_channels(channels, store_channel_names(store), store, predictor)
     tables = []
     for store in stores:
         stem = store.name[: -len(".ome.zarr")]
@@ -71,6 +74,7 @@ def run_pipeline(
             store,
             probs,
             model=predictor,
+            channels=channels,
             tile=tile,
             batch_size=batch_size,
             overwrite=True,
@@ -86,7 +90,7 @@ def run_pipeline(
     return count_files(tables, counts, overwrite=overwrite)
 
 
-def store_channels(store: Path) -> int:
+def store_channel_names(store: Path) -> list[str]:
     from grunet.io import open_store
 
-    return open_store(store).shape[1]
+    return open_store(store).channel_names

@@ -269,10 +269,19 @@ def _section_summary(counts: pd.DataFrame, cells: pd.DataFrame, stores: dict, gr
             shape = _open_group(stores[sample])["0"].shape
             row["shape (TCZYX)"] = " × ".join(str(s) for s in shape)
             sizes = attrs.get("pixel_sizes") or {}
-            row["pixel size YX (µm)"] = (
-                f"{sizes.get('y')} × {sizes.get('x')}" if sizes.get("y") else "unknown"
+            row["pixel size ZYX (µm)"] = " × ".join(
+                "?" if sizes.get(a) is None else f"{sizes[a]:.4g}" for a in "zyx"
             )
+            row["frame interval (s)"] = "?" if sizes.get("t") is None else f"{sizes['t']:.4g}"
+            row["channels"] = ", ".join(attrs.get("channel_names") or [])
             row["source"] = attrs.get("source", "")
+            scene = attrs.get("scene")
+            if scene:
+                row["source"] += f" (scene {scene['index']}: {scene['name']})"
+            for warning in attrs.get("metadata_warnings") or []:
+                row["source"] += (
+                    f"; warning: {warning.removeprefix(attrs.get('source', '') + ': ')}"
+                )
         row["frames"] = int(group["t"].nunique())
         row["cells (all frames)"] = int(group["n_cells"].sum())
         row["cells per frame (mean)"] = float(group["n_cells"].mean())

@@ -6,11 +6,13 @@ Real files of ../shared/data/formats (skipped where absent; bioio and its plugin
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import tifffile
 import zarr
@@ -211,3 +213,112 @@ def test_check_reports_every_scene_of_a_multi_series_tiff(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"{path} (scene series0): ok, TCZYX (1, 1, 3, 40, 50)" in result.stdout
     assert f"{path} (scene series1): ok, TCZYX (1, 1, 2, 30, 20)" in result.stdout
+
+
+# ------------------------------------------------------------------- run and the workflow
+MIXED = {
+    "czi": "testCziMultipleScenes.czi",  # 2 scenes, 2 channels
+    "nd2": "dims_z5t3c2y32x32.nd2",  # T3 C2 Z5
+    "lif": "PR2729_frameOrderCombinedScanTypes.lif",  # T2 C2 Z3, negative z step
+}
+
+
+def _mixed_inputs(tmp_path, nuclei_timelapse):
+    """The vendor files (read in place) and a TIFF crop of the real demo time-lapse."""
+    paths = {kind: _vendor(name) for kind, name in MIXED.items()}
+    tiff = tmp_path / "data" / "movie.tif"
+    tiff.parent.mkdir()
+    tifffile.imwrite(tiff, nuclei_timelapse[:2, 200:296, 200:296], photometric="minisblack")
+    return paths, tiff
+
+
+def test_grunet_run_segments_a_mix_of_czi_nd2_lif_and_tiff(tmp_path, nuclei_timelapse):
+    import pandas as pd
+
+    paths, tiff = _mixed_inputs(tmp_path, nuclei_timelapse)
+    out = tmp_path / "out"
+    args = [*map(str, paths.values()), str(tiff), "-o", str(out), "--channels", "0"]
+    result = _grunet("run", *args, "--axes", "TYX", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = pd.read_csv(out / "counts.csv")
+    samples = {
+        "testCziMultipleScenes_s0": 1,
+        "testCziMultipleScenes_s1": 1,
+        "dims_z5t3c2y32x32": 3,
+        "PR2729_frameOrderCombinedScanTypes": 2,
+        "movie": 2,
+    }
+    assert counts.groupby("sample")["t"].nunique().to_dict() == samples
+    cells = pd.read_parquet(out / "cells" / "PR2729_frameOrderCombinedScanTypes.parquet")
+    assert set(cells["z"]) <= {0, 1, 2}
+    assert "mean_intensity_Green" in cells.columns and "mean_intensity_Red" in cells.columns
+    meta = json.loads(
+        pq.read_schema(out / "cells" / "dims_z5t3c2y32x32.parquet").metadata[b"grunet"]
+    )
+    assert meta["channel_names"] == ["Widefield Green", "Widefield Red"]
+    assert meta["pixel_sizes"]["z"] == pytest.approx(1.0)
+    stores = sorted(out.glob("*.ome.zarr"))
+    tables = sorted((out / "cells").glob("*.parquet"))
+    report = out / "report.html"
+    args = ["--counts", str(out / "counts.csv"), "-o", str(report), "--frames", "1"]
+    result = _grunet("report", *args, "--tables", *map(str, tables), "--images", *map(str, stores))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    assert "scene 1: P1" in html  # the multi-scene CZI's second scene, by name
+    assert "z pixel size -6.22761 µm" in html  # the LIF's dropped metadata, reported
+    assert "Widefield Green, Widefield Red" in html
+
+
+def _workflow(workdir, *args, timeout=900):
+    from tests.test_workflow import snakemake
+
+    return snakemake(workdir, *args, timeout=timeout)
+
+
+def _vendor_experiment(tmp_path, nuclei_timelapse):
+    from tests.test_workflow import model_path
+
+    paths, tiff = _mixed_inputs(tmp_path, nuclei_timelapse)
+    (tmp_path / "config").mkdir()
+    sheet = [
+        "sample\tpath\tscene\tchannels\taxes\tcondition",
+        f"plate\t{paths['czi']}\t\tDAPI\t\tczi",
+        f"dims\t{paths['nd2']}\t\t0\t\tnd2",
+        f"tiles\t{paths['lif']}\tTileScan_001\tRed\t\tlif",
+        "movie\tdata/movie.tif\t\t\tTYX\ttiff",
+    ]
+    (tmp_path / "config" / "samples.tsv").write_text("\n".join(sheet) + "\n")
+    config = {
+        "samples": "config/samples.tsv",
+        "model": repr(model_path(tmp_path.parent)),
+        "predict": "{threads: 1}",
+        "report": "{frames: 1}",
+    }
+    (tmp_path / "config" / "config.yaml").write_text(
+        "".join(f"{k}: {v}\n" for k, v in config.items())
+    )
+    return tmp_path
+
+
+def test_workflow_makes_every_scene_of_a_multi_scene_file_a_sample(tmp_path, nuclei_timelapse):
+    root = _vendor_experiment(tmp_path, nuclei_timelapse)
+    result = _workflow(root, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for sample in ("plate_s0", "plate_s1", "dims", "tiles", "movie"):
+        assert f"results/images/{sample}.ome.zarr" in result.stdout
+    assert "results/images/plate.ome.zarr" not in result.stdout
+
+
+@pytest.mark.slow
+def test_workflow_runs_a_sheet_mixing_czi_nd2_lif_and_tiff(tmp_path, nuclei_timelapse):
+    import pandas as pd
+
+    root = _vendor_experiment(tmp_path, nuclei_timelapse)
+    result = _workflow(root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    counts = pd.read_csv(root / "results" / "counts.csv")
+    assert set(counts["sample"]) == {"plate_s0", "plate_s1", "dims", "tiles", "movie"}
+    assert set(counts["condition"]) == {"czi", "nd2", "lif", "tiff"}
+    tiles = zarr.open_group(str(root / "results" / "images" / "tiles.ome.zarr"), mode="r")
+    assert dict(tiles.attrs)["grunet"]["pixel_sizes"]["z"] is None  # negative in the file
+    assert (root / "results" / "report.html").is_file()

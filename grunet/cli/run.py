@@ -21,6 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--axes", help="axes of inputs without metadata, e.g. TYX or ZYX")
     parser.add_argument("--scene", help="only this scene (index or name) of each input")
+    parser.add_argument(
+        "--channels", help="comma-separated channel names or indices the model reads (default: all)"
+    )
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     parser.add_argument(
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         axes=args.axes,
         scene=args.scene,
+        channels=args.channels.split(",") if args.channels else None,
         tile=args.tile,
         batch_size=args.batch_size,
         keep_probabilities=args.keep_probabilities,

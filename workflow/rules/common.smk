@@ -16,7 +16,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # Sample-sheet columns with a meaning; every other column is free metadata (well, condition, ...).
-SHEET_COLUMNS = ("sample", "path", "annotation", "axes", "channel_names", "pixel_size")
+SHEET_COLUMNS = (
+    "sample", "path", "annotation", "axes", "channel_names", "pixel_size", "scene", "channels"
+)
 # Metadata may not shadow the columns grunet itself writes into tables and counts.
 RESERVED_METADATA = ("t", "c", "z", "label", "n_cells", "source")
 DEMO_PREFIX = "demo:"
@@ -70,6 +72,40 @@ def input_problem(path):
     return None
 
 
+def file_scenes(path, where):
+    """Scene names of a raw image; None where grunet is not importable here (no expansion)."""
+    if path.startswith(DEMO_PREFIX) or os.path.isdir(path):
+        return None  # demo images, zarr and OME-Zarr hold one image
+    try:
+        from grunet.errors import GrunetError
+        from grunet.io.readers import list_scenes
+    except ImportError:  # grunet only in the jobs' conda env: the convert job reads the file
+        return None
+    try:
+        return list_scenes(path)
+    except GrunetError as err:
+        raise WorkflowError(f"{where}: column 'path': {err}") from None
+
+
+def scene_rows(record, where):
+    """The sample rows of one sheet row: one per scene of a multi-scene file when 'scene' is
+    empty (named <sample>_s<k>), else the row itself."""
+    if record.get("scene", ""):
+        return [record]
+    scenes = file_scenes(record["path"], where)
+    if not scenes or len(scenes) == 1:
+        return [record]
+    if record["annotation"]:
+        raise WorkflowError(
+            f"{where}: column 'scene': '{record['path']}' has {len(scenes)} scenes "
+            f"({', '.join(scenes)}); an annotated row needs the scene its labels belong to"
+        )
+    return [
+        {**record, "sample": f"{record['sample']}_s{k}", "scene": str(k)}
+        for k in range(len(scenes))
+    ]
+
+
 def load_samples(sheet):
     """Read and check the sample sheet; fail naming the row and column of the first problem."""
     if not os.path.isfile(sheet):
@@ -101,7 +137,7 @@ def load_samples(sheet):
                 problem = input_problem(record[column])
                 if problem:
                     raise WorkflowError(f"{where}: column '{column}': {problem}")
-        rows.append(record)
+        rows.extend(scene_rows(record, where))
     if not rows:
         raise WorkflowError(f"{sheet}: no samples (one row per image is needed)")
     samples = pd.DataFrame(rows).set_index("sample", drop=False)
@@ -212,6 +248,7 @@ def get_convert_options(wildcards):
                 "--channel-names", row["channel_names"] or defaults["channel_names"]
             ),
             option("--pixel-size", row["pixel_size"] or defaults["pixel_size"]),
+            option("--scene", row["scene"]),
         )
         if o
     )
@@ -242,6 +279,7 @@ def get_predict_options(wildcards):
     return " ".join(
         o
         for o in (
+            option("--channels", SAMPLES.loc[wildcards.sample, "channels"]),
             option("--tile", p["tile"]),
             option("--halo", p["halo"]),
             option("--batch-size", p["batch_size"]),
