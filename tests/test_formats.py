@@ -24,6 +24,8 @@ from grunet.io.readers import list_scenes
 from grunet.io.vendor import reader_options
 from tests.conftest import shared_dataset
 
+pytestmark = pytest.mark.filterwarnings("ignore:use_aicspylibczi=False:DeprecationWarning")
+
 VENDOR_FILES = [
     "tile-1x1_time-1_z-1_channel-Phase-EGFP-Cy3_binning-4x4_area-1600-1400_offset-96-24_bitdepth-12.czi",
     "CellDivision_T3_Z6_CH1_X300_Y200_DCV_ZSTD.czi",
