@@ -106,10 +106,12 @@ class PreparedModel:
         dtype: torch.dtype | None,
         channels_last: bool,
         compile: bool,
+        cast: bool = False,
     ):
         self.model = model
         self.device = device
         self.dtype = dtype
+        self.cast = cast  # the model itself is in ``dtype``: inputs are cast, no autocast
         self.channels_last = channels_last
         self.compiled = compile
         self._forward = self._compile(model) if compile else model
@@ -120,11 +122,12 @@ class PreparedModel:
         return torch.compile(model, dynamic=False, options=options)
 
     def _run(self, forward, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast_for(self.device, self.dtype):
+        with torch.inference_mode(), autocast_for(self.device, None if self.cast else self.dtype):
             return forward(x).float()
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, dtype=torch.float32, non_blocking=True)
+        dtype = self.dtype if self.cast else torch.float32
+        x = x.to(self.device, dtype=dtype, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -154,10 +157,15 @@ class PreparedModel:
         """The choices made, for provenance and benchmarks."""
         return {
             "device": str(self.device),
-            "autocast": None if self.dtype is None else str(self.dtype).replace("torch.", ""),
+            "autocast": None if self.dtype is None or self.cast else _name(self.dtype),
+            "dtype": _name(self.dtype or torch.float32),  # the precision the network runs in
             "channels_last": self.channels_last,
             "compiled": self.compiled,
         }
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype | None):
@@ -231,7 +239,12 @@ def prepare_model(
         torch.backends.cudnn.benchmark = True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # On CPUs the whole network runs in bf16 (weights cast once): autocast would re-cast every
+    # weight on every call, and the fused conv kernels of the model need one dtype throughout.
+    cast = dtype is not None and device.type == "cpu"
+    if cast:
+        model = model.to(dtype)
     use_compile = fast and should_compile(device, compile, work_pixels)
     return PreparedModel(
-        model, device, dtype=dtype, channels_last=channels_last, compile=use_compile
+        model, device, dtype=dtype, channels_last=channels_last, compile=use_compile, cast=cast
     )

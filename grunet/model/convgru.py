@@ -25,29 +25,49 @@ class ConvGRU(nn.Module):
         self.slope = slope
 
     def forward(self, gx: Sequence[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
-        # gx: input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W); h: (B, c_h, H, W)
+        # gx: the input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W), consumed (their
+        # memory is reused in inference); h: (B, c_h, H, W)
         xz, xr, xc = gx
-        hz, hr = split_conv(self.gates_h, h, 2)
-        z = torch.sigmoid(xz + hz)
-        r = torch.sigmoid(xr + hr)
-        candidate = F.leaky_relu(xc + self.candidate_h(r * h), self.slope)
+        w_hz, w_hr = self.gates_h.weight.chunk(2)
+        z = conv3x3_add(h, w_hz, xz).sigmoid_()
+        r = conv3x3_add(h, w_hr, xr).sigmoid_()
+        inference = not torch.is_grad_enabled()  # in place only where autograd needs nothing
+        rh = r.mul_(h) if inference else r * h
+        candidate = conv3x3_add(rh, self.candidate_h.weight, xc)
+        candidate = F.leaky_relu(candidate, self.slope, inplace=inference)
         return torch.lerp(h, candidate, z)  # (1-z)·h + z·candidate
 
 
-def split_conv(conv: nn.Conv2d, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """``conv(x).chunk(parts, dim=1)``; run eagerly, as ``parts`` convs with weight slices.
+def conv3x3_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``conv2d(x, weight, padding=1) + other``; in inference on CPUs one oneDNN kernel.
 
-    Same numbers, but eagerly each output is a dense tensor: channel slices of a channels-last
-    tensor are strided views, and eager elementwise ops on them run ~25× slower than on dense
-    tensors on CPUs (measured: bf16 add of two 12-of-36-channel views at 512², 21 ms vs 0.8 ms);
-    the `small` preset runs 13% faster eagerly this way. Under torch.compile the fused kernels
-    read slices well and one wide conv is faster (13% at 1024²), so compiled code chunks.
+    The sum is fused into the convolution (oneDNN's sum post-op), written into ``other``'s
+    memory: one pass over the full-resolution activations instead of three (conv output
+    written, read back, sum written). Used where ``other`` is a temporary. Same arithmetic up
+    to rounding; elsewhere (training, CUDA, torch.compile, which fuses on its own) it is the
+    plain expression.
     """
-    if torch.compiler.is_compiling():
-        return list(conv(x).chunk(parts, dim=1))
-    weights = conv.weight.chunk(parts, dim=0)
-    biases = conv.bias.chunk(parts) if conv.bias is not None else [None] * parts
-    return [
-        F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
-        for w, b in zip(weights, biases)
-    ]
+    if _fusable(x, weight, other):
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            other, x, weight, None, [1, 1], [1, 1], [1, 1], 1, "add", None, None, [], None
+        )
+    return F.conv2d(x, weight, padding=1) + other
+
+
+def _fusable(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> bool:
+    return (
+        _HAS_FUSED_CONV
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not torch.is_autocast_enabled("cpu")
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == other.dtype
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and other.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+_HAS_FUSED_CONV = torch.backends.mkldnn.is_available() and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise_"
+)

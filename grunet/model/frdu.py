@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grunet.model.convgru import ConvGRU, split_conv
-from grunet.model.layers import ConvNormAct, norm_layer
+from grunet.model.convgru import ConvGRU
+from grunet.model.layers import ConvNormAct, norm_layer, upsample_bilinear
 
 
 class DenseLayer(nn.Module):
@@ -67,9 +67,6 @@ class FRDU(nn.Module):
     def forward(self, o: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h_low = F.max_pool2d(h, self.factor)  # (B, c_h, H/f, W/f)
         o = self.transition(self.dense(self.fuse(torch.cat([o, h_low], dim=1))))  # (B, w, H/f, W/f)
-        gx = split_conv(self.gates_x, self.to_hidden(o), 3)  # 3 × (B, c_h, H/f, W/f)
-        gx = [
-            F.interpolate(g, scale_factor=self.factor, mode="bilinear", align_corners=False)
-            for g in gx
-        ]
-        return o, self.gru(gx, h)  # h: (B, c_h, H, W)
+        gx = self.gates_x(self.to_hidden(o))  # (B, 3 c_h, H/f, W/f): W_xz*x, W_xr*x, W_x*x
+        gx = [upsample_bilinear(g, self.factor) for g in gx.chunk(3, dim=1)]  # dense parts
+        return o, self.gru(gx, h)  # 3 × (B, c_h, H, W), (B, c_h, H, W) -> h': (B, c_h, H, W)

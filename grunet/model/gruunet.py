@@ -8,7 +8,7 @@ from torch import nn
 
 from grunet.model.config import GRUUNetConfig
 from grunet.model.frdu import FRDU
-from grunet.model.layers import ConvNormAct, norm_layer
+from grunet.model.layers import ConvNormAct, norm_layer, upsample_bilinear
 
 
 class ResidualHead(nn.Module):
@@ -63,7 +63,7 @@ class GRUUNet(nn.Module):
                 o = F.max_pool2d(o, 2)
             o, h = unit(o, h)
         for unit in self.decoder:
-            o = F.interpolate(o, scale_factor=2, mode="bilinear", align_corners=False)
+            o = upsample_bilinear(o, 2)
             o, h = unit(o, h)
         return self.head(h)[..., :height, :width]  # (B, classes, H, W)
 
