@@ -7,7 +7,7 @@ Usage:
 For each preset it prints parameters, GFLOP/MPix (``torch.utils.flop_counter``, 1 multiply-add =
 2 FLOP), and forward throughput in MPix/s (batch 1, best of ``--repeats`` after one warm-up) in
 plain fp32 (NCHW) and on the fast path of :func:`grunet.runtime.prepare_model` (channels-last +
-bf16 autocast where the CPU has native bf16; AMP on CUDA), optionally compiled. On a machine with
+a bf16 model where the CPU has native bf16; AMP on CUDA), optionally compiled. On a machine with
 CUDA the same is measured on the GPU. Timings on a shared machine are noisy: rerun when idle.
 """
 
@@ -35,19 +35,28 @@ def gflop_per_mpix(model: torch.nn.Module, size: int = 512) -> float:
 def throughput(
     run, size: int, channels: int, device: torch.device, repeats: int, make_input=None
 ) -> float:
-    """MPix/s of ``run`` on a (1, C, size, size) input; best of ``repeats`` after a warm-up."""
+    """MPix/s of ``run`` on a (1, C, size, size) input; best of ``repeats`` after a warm-up.
+
+    Also records in ``CPU_TIME`` the MPix per CPU-second of this process (all its threads),
+    which other processes on a shared machine distort far less than wall time.
+    """
     x = make_input() if make_input else torch.rand(1, channels, size, size, device=device)
     run(x)
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+    CPU_TIME["last"] = size * size / 1e6 / max(best_cpu, 1e-9)
     return size * size / 1e6 / best
+
+
+CPU_TIME: dict[str, float] = {}
 
 
 def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None, repeats: int) -> float:
@@ -58,7 +67,7 @@ def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None, repeats: i
     run well below this peak, so real networks stay further under it.
     """
     dtype = dtype or torch.float32
-    best = 0.0
+    best = best_cpu = 0.0
     for channels, size in ((32, 1024), (64, 512), (128, 256), (256, 128)):
         x = torch.rand(1, channels, size, size, device=device, dtype=dtype)
         weight = torch.rand(channels, channels, 3, 3, device=device, dtype=dtype)
@@ -70,6 +79,8 @@ def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None, repeats: i
                 size, channels, device, repeats, make_input=lambda x=x: x,
             )  # fmt: skip
         best = max(best, mpix * 1e6 * 2 * 9 * channels * channels / 1e9)
+        best_cpu = max(best_cpu, CPU_TIME["last"] * 1e6 * 2 * 9 * channels * channels / 1e9)
+    CPU_TIME[f"peak {device.type}"] = best_cpu
     return best
 
 
@@ -90,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     peaks = {d: conv_peak_gflops(d, autocast_dtype(d), args.repeats) for d in devices}
     for device, peak in peaks.items():
         print(f"{device.type} best 3×3 conv, {autocast_dtype(device) or 'fp32'} channels-last: "
-              f"{peak:.0f} GFLOP/s (the roofline below)")  # fmt: skip
+              f"{peak:.0f} GFLOP/s, {CPU_TIME[f'peak {device.type}']:.0f} GFLOP per CPU-s "
+              "(the roofline below)")  # fmt: skip
     for name in args.presets:
         torch.manual_seed(0)
         model = GRUUNet(preset(name)).eval()
@@ -114,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
                     mpix = throughput(prepared, size, model.cfg.in_channels, device, args.repeats)
                     note = f" (first call incl. compile {time.perf_counter() - start:.0f} s)" \
                         if options.get("compile") and size == args.sizes[0] else ""  # fmt: skip
-                    print(f"  {device.type:4s} {label:32s} {size:5d}²  {mpix:6.3f} MPix/s{note}",
-                          flush=True)  # fmt: skip
+                    share = mpix * gflop / peaks[device]
+                    share_cpu = CPU_TIME["last"] * gflop / CPU_TIME[f"peak {device.type}"]
+                    print(f"  {device.type:4s} {label:32s} {size:5d}²  {mpix:6.3f} MPix/s "
+                          f"{100 * share:5.1f} % of roofline ({100 * share_cpu:5.1f} % in "
+                          f"CPU time){note}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
