@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/model_cost.py                      # paper + small, 512² and 1024², 2 threads
     python benchmarks/model_cost.py --presets small --sizes 512 --compile
+    python benchmarks/model_cost.py --presets small --sizes 1024 --ablations --no-fp32
 
 For each preset it prints parameters, GFLOP/MPix (``torch.utils.flop_counter``, 1 multiply-add =
 2 FLOP), and forward throughput in MPix/s (batch 1, best of ``--repeats`` after one warm-up) in
@@ -13,6 +14,7 @@ CUDA the same is measured on the GPU. Timings on a shared machine are noisy: rer
 
 from __future__ import annotations
 
+import grunet  # noqa: F401  # isort: skip  (first: OpenMP wait policy before torch loads)
 import argparse
 import copy
 import os
@@ -84,6 +86,66 @@ def conv_peak_gflops(device: torch.device, dtype: torch.dtype | None, repeats: i
     return best
 
 
+def ablations(model: torch.nn.Module, size: int, repeats: int, rounds: int = 3) -> None:
+    """The eager CPU fast path with each of its restructurings undone in turn, interleaved.
+
+    Figures are MPix per CPU-second (best per variant over ``rounds`` alternating rounds).
+    """
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from grunet.model import convgru, frdu, gruunet
+
+    def torch_upsample(x, factor):
+        return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+    @contextlib.contextmanager
+    def patched(module, name, value):
+        saved = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            yield
+        finally:
+            setattr(module, name, saved)
+
+    def autocast_instead(prepared):
+        prepared.model = prepared.model.float()
+        prepared._forward, prepared.cast = prepared.model, False
+        return prepared
+
+    variants = {
+        "fast path (all)": (contextlib.nullcontext, lambda p: p),
+        "- lerp upsampling": (
+            lambda: _stack(patched(frdu, "upsample_bilinear", torch_upsample),
+                           patched(gruunet, "upsample_bilinear", torch_upsample)),
+            lambda p: p,
+        ),
+        "- fused conv+add": (lambda: patched(convgru, "_HAS_FUSED_CONV", False), lambda p: p),
+        "- bf16 model (autocast)": (contextlib.nullcontext, autocast_instead),
+    }  # fmt: skip
+    cpu = torch.device("cpu")
+    best = dict.fromkeys(variants, 0.0)
+    for _ in range(rounds):
+        for name, (context, adjust) in variants.items():
+            prepared = adjust(prepare_model(copy.deepcopy(model), cpu, fast=True, compile=False))
+            with context():
+                throughput(prepared, size, model.cfg.in_channels, cpu, repeats)
+            best[name] = max(best[name], CPU_TIME["last"])
+    for name, mpix in best.items():
+        print(f"  ablation {size}² {name:28s} {mpix:6.3f} MPix/CPU-s "
+              f"({mpix / best['fast path (all)']:.2f}× the fast path)")  # fmt: skip
+
+
+def _stack(*contexts):
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    for context in contexts:
+        stack.enter_context(context)
+    return stack
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["paper", "small"])
@@ -92,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--no-fp32", action="store_true", help="skip the fp32 reference")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also time the CPU fast path with each restructuring undone",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -131,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {device.type:4s} {label:32s} {size:5d}²  {mpix:6.3f} MPix/s "
                           f"{100 * share:5.1f} % of roofline ({100 * share_cpu:5.1f} % in "
                           f"CPU time){note}", flush=True)  # fmt: skip
+        if args.ablations:
+            ablations(model, args.sizes[-1], args.repeats)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ shared machine are noisy: rerun when idle.
 
 from __future__ import annotations
 
+import grunet  # noqa: F401  # isort: skip  (first: OpenMP wait policy before torch loads)
 import argparse
 import json
 import shutil
