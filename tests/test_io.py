@@ -334,3 +334,28 @@ def test_large_images_get_a_pyramid_that_ome_zarr_reads(tmp_path):
     assert open_store(out).shape == (1, 1, 1, 2100, 1100)  # stages read level 0
     assert write_image(tmp_path / "n.ome.zarr", stack, pyramid=0)
     assert not (tmp_path / "n.ome.zarr" / "1").exists()
+
+
+def test_readers_do_not_import_the_store_module():
+    """One import direction only: the store (writing) uses the readers, never the reverse."""
+    import ast
+
+    import grunet.io.readers
+    import grunet.io.vendor
+
+    for module in (grunet.io.readers, grunet.io.vendor):
+        tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(name and name.startswith("grunet.io.store") for name in imported)
+        assert "grunet.io" not in imported  # the package re-exports the store
+
+
+def test_ome_tiff_negative_pixel_size_is_stored_unknown_with_a_warning(tmp_path, crop):
+    path = tmp_path / "flipped.ome.tif"
+    meta = {"axes": "ZYX", "PhysicalSizeZ": -2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5}
+    tifffile.imwrite(path, np.stack([crop[0], crop[0]]), metadata=meta)
+    stack = read_image(path)
+    assert stack.pixel_sizes["z"] is None and stack.pixel_sizes["y"] == pytest.approx(0.5)
+    assert len(stack.warnings) == 1
+    assert stack.warnings[0].startswith(f"{path}: ") and "z pixel size -2" in stack.warnings[0]

@@ -37,8 +37,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+import grunet.io.vendor as vendor
 from grunet.errors import InputError
-from grunet.io import vendor
 from grunet.io.stack import (
     ImageStack,
     check_dtype,
