@@ -43,7 +43,8 @@ if reader == "grunet":
 else:
     import bioio
     from grunet.io.vendor import reader_options
-    open_data = lambda: bioio.BioImage(path, **reader_options(path)).dask_data
+    n_scenes = len(bioio.BioImage(path).scenes)
+    open_data = lambda: bioio.BioImage(path, **reader_options(path, n_scenes)).dask_data
 open_data()  # warm-up: imports the plugin bioio picks, so that only reading is measured
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()

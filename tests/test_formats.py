@@ -21,7 +21,6 @@ from grunet.errors import InputError, MetadataWarning
 from grunet.io import open_store, read_image
 from grunet.io.convert import convert, input_samples
 from grunet.io.readers import list_scenes
-from grunet.io.vendor import reader_options
 from tests.conftest import shared_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:use_aicspylibczi=False:DeprecationWarning")
@@ -57,7 +56,12 @@ def test_every_scene_of_a_vendor_file_converts_to_the_pixels_bioio_reads(name, t
     import bioio
 
     path = _vendor(name)
-    reference = bioio.BioImage(str(path), **reader_options(path))
+    reference = bioio.BioImage(str(path))
+    if name.endswith(".czi") and len(reference.scenes) > 1:
+        # bioio-czi's default mode repeats the last scene's pixels in every scene of this file
+        # (its own aicspylibczi and pylibCZIrw libraries read the scenes apart): compare with
+        # its pylibCZIrw mode, which grunet uses for multi-scene CZIs.
+        reference = bioio.BioImage(str(path), use_aicspylibczi=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetadataWarning)
         stores = convert([path], tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -344,7 +345,7 @@ def test_readers_do_not_import_the_store_module():
     import grunet.io.vendor
 
     for module in (grunet.io.readers, grunet.io.vendor):
-        tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not any(name and name.startswith("grunet.io.store") for name in imported)

@@ -40,15 +40,22 @@ PLUGINS = {
 }
 
 
-# Reader options per suffix. bioio-czi's aicspylibczi mode (its default in bioio-czi 3.0.1)
-# returns the last scene's pixels for every scene of a multi-scene CZI whose scenes share one
-# bounding box (testCziMultipleScenes.czi); its pylibCZIrw mode reads each scene right.
-READER_OPTIONS = {".czi": {"use_aicspylibczi": False}}
+def reader_options(path: str | Path, n_scenes: int) -> dict[str, Any]:
+    """Keyword arguments for ``bioio.BioImage`` to read the pixels of a file with ``n_scenes``.
 
-
-def reader_options(path: str | Path) -> dict[str, Any]:
-    """The keyword arguments grunet passes to ``bioio.BioImage`` for this file."""
-    return dict(READER_OPTIONS.get(Path(str(path)).suffix.lower(), {}))
+    - One YX plane per dask chunk (bioio-czi and bioio-lif default to a whole Z-stack per
+      chunk), so that memory does not grow with the number of planes.
+    - Multi-scene CZIs are read with bioio-czi's pylibCZIrw mode (one plane per chunk too): its
+      default aicspylibczi mode (bioio-czi 3.0.1) returned the last scene's pixels for every
+      scene of a test file whose scenes share one bounding box. The pylibCZIrw mode in turn
+      cannot open CZIs without scene metadata, so single-scene files keep the default mode.
+    """
+    suffix = Path(str(path)).suffix.lower()
+    if suffix == ".czi" and n_scenes > 1:
+        return {"use_aicspylibczi": False}
+    if suffix in (".czi", ".lif"):
+        return {"chunk_dims": ["Y", "X"]}
+    return {}
 
 
 def plugin_for(path: str | Path) -> str | None:
@@ -76,7 +83,7 @@ def _quiet_bioio():
             log.setLevel(level)
 
 
-def open_bioimage(path: str | Path) -> Any:
+def open_bioimage(path: str | Path, options: dict[str, Any] | None = None) -> Any:
     """Open a file with ``bioio.BioImage``; every failure as one InputError naming the file."""
     try:
         import bioio
@@ -86,7 +93,7 @@ def open_bioimage(path: str | Path) -> Any:
     try:
         with _quiet_bioio(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # bioio-czi's pylibCZIrw mode
-            return bioio.BioImage(str(path), **reader_options(path))
+            return bioio.BioImage(str(path), **(options or {}))
     except ImportError:  # a plugin registered but not importable (broken or partial install)
         raise _missing(path, "this file type needs a bioio plugin") from None
     except UnsupportedFileFormatError:
@@ -192,14 +199,16 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
     names = _scene_names(image, path)
     if not 0 <= scene < len(names):
         raise InputError(path, f"has {len(names)} scene(s) {names}; there is no scene {scene}")
+    pixels = open_bioimage(path, reader_options(path, len(names)))
     try:
         with _quiet_bioio():
             image.set_scene(scene)
-            order = image.dims.order
-            data = image.dask_data
-            sizes = image.physical_pixel_sizes
-            channels = [str(c) for c in (image.channel_names or [])]
-            interval = _seconds(image.time_interval) or _czi_time_interval(image, path)
+            pixels.set_scene(scene)
+            order = pixels.dims.order
+            data = pixels.dask_data
+            sizes = pixels.physical_pixel_sizes
+            channels = [str(c) for c in (pixels.channel_names or [])]
+            interval = _seconds(image.time_interval)  # CZI: only the default mode reports it
     except Exception as err:
         raise InputError(path, f"cannot read scene {names[scene]!r} ({_describe(err)})") from None
     data, channels = _samples_as_channels(data, order, channels, path)
@@ -215,7 +224,7 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
     if len(channels) != data.shape[1]:
         channels = default_channel_names(data.shape[1])
     guarded = da.from_array(
-        _Guarded(data, path, image),
+        _Guarded(data, path, pixels),
         chunks=data.chunks,
         name=f"bioio-{_token(path, scene, data)}",
         asarray=False,
@@ -230,23 +239,6 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
         scene=names[scene] if len(names) > 1 else None,
         warnings=notes,
     )
-
-
-def _czi_time_interval(image: Any, path: str) -> float | None:
-    """A CZI's frame interval, which bioio-czi's pylibCZIrw mode does not report (3.0.1).
-
-    Read with its aicspylibczi mode from the metadata only (the pixels of that mode are not
-    used, see READER_OPTIONS); None when absent or not a CZI.
-    """
-    if Path(path).suffix.lower() != ".czi" or image.dims.T < 2:
-        return None
-    try:
-        import bioio
-
-        with _quiet_bioio():
-            return _seconds(bioio.BioImage(path).time_interval)
-    except Exception:
-        return None
 
 
 def _token(path: str, scene: int, data: da.Array) -> str:
