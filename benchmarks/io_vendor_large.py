@@ -56,7 +56,7 @@ def main() -> None:
     planes = real_planes()
     imports = (
         "from grunet.cli import build_parser; build_parser(); import grunet.io, bioio, bioio_czi;"
-        "import bioio_czi.pylibczirw_reader.reader"
+        "import bioio_czi.pylibczirw_reader.reader, bioio_czi.aicspylibczi_reader.reader"
     )
     base, _ = peak_rss_mb([sys.executable, "-c", imports])
     print(f"baseline (python + grunet CLI + bioio + bioio-czi imports): peak RSS {base:.0f} MiB")
