@@ -100,10 +100,14 @@ def open_bioimage(path: str | Path, options: dict[str, Any] | None = None) -> An
         plugin = plugin_for(path)
         if plugin is not None and not _installed(plugin):
             raise _missing(path, "") from None
+        if plugin is not None:
+            raise InputError(
+                path, f"{plugin} cannot open it: not a valid file, or truncated/corrupt"
+            ) from None
         raise InputError(
             path,
-            "cannot read this file: not a supported image, or truncated/corrupt "
-            f"(no installed bioio reader opens it; more readers come with {INSTALL})",
+            "unsupported file type: no installed bioio reader opens it "
+            f"(more readers come with {INSTALL})",
         ) from None
     except Exception as err:
         raise InputError(path, f"cannot read the file ({_describe(err)})") from None
@@ -135,7 +139,9 @@ def _scene_names(image: Any, path: str | Path) -> list[str]:
     try:
         return [str(s) for s in image.scenes]
     except Exception as err:
-        raise InputError(path, f"cannot list the scenes ({_describe(err)})") from None
+        raise InputError(
+            path, f"cannot read the file, it may be truncated or corrupt ({_describe(err)})"
+        ) from None
 
 
 class _Guarded:
