@@ -41,7 +41,7 @@ from grunet.checkpoint import load_checkpoint
 from grunet.evaluate import image_counts, jsonable, summarize, without_objects_on
 from grunet.preprocess import median_diameter, normalize, percentile_range, rescale_pair
 from grunet.runtime import select_device
-from grunet.segment import instances_from_probabilities
+from grunet.segmentation import instances_from_probabilities
 from grunet.train import predict_probabilities
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_fluo"

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from test_segment import probs_from_labels  # noqa: E402
 
 from grunet.measure import measure_stack  # noqa: E402
-from grunet.segment import segment_probabilities  # noqa: E402
+from grunet.segmentation import segment_probabilities  # noqa: E402
 
 PROPERTIES = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area"]
 PROPERTIES += ["eccentricity", "solidity", "axis_major_length", "axis_minor_length"]

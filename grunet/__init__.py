@@ -33,8 +33,8 @@ def __getattr__(name: str):
         from grunet.api import load_model
 
         return load_model
-    if name == "segment":
-        import grunet.segment  # a callable module: grunet.segment(image, ...) is the API
+    if name == "segment":  # the API function; the stage module is grunet.segmentation
+        from grunet.api import segment
 
-        return grunet.segment
+        return segment
     raise AttributeError(f"module 'grunet' has no attribute {name!r}")

@@ -1,4 +1,8 @@
-"""The Python API of design §7: ``load_model`` and ``segment``."""
+"""The Python API of design §7: ``load_model`` and ``segment``.
+
+``grunet.segment`` is the plain function below; the segmentation stage (probabilities →
+instances, chunked, for stores) is the module :mod:`grunet.segmentation`.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,13 @@ def load_model(path: str | Path | None = None, *, device: str = "auto"):
     return Predictor.from_checkpoint(load_checkpoint(path), device=device)
 
 
-def segment(image, model=None, *, chunk_size: int | None = None) -> np.ndarray:
+def segment(
+    image,
+    model=None,
+    *,
+    chunk_size: int | None = None,
+    diameter: float | None = None,
+) -> np.ndarray:
     """Instance labels (uint32, 0 = background) of one 2D ``(Y, X)`` or ``(C, Y, X)`` image.
 
     Args:
@@ -36,16 +46,20 @@ def segment(image, model=None, *, chunk_size: int | None = None) -> np.ndarray:
         model: a predictor from :func:`load_model`, a checkpoint path, or None (shipped model).
         chunk_size: segment in chunks of this many pixels per side (memory-bounded); the labels
             are identical to whole-image segmentation up to a renumbering.
+        diameter: typical nucleus diameter in the image, px. The image is resized so that its
+            nuclei have the model's diameter; None estimates it from the image
+            (:func:`grunet.scale.estimate_diameter`). Labels are always on the image's grid.
 
     Returns:
         ``(Y, X)`` uint32 labels.
 
     Example:
-        >>> labels = grunet.segment(tifffile.imread("nuclei.tif"))  # doctest: +SKIP
+        >>> labels = grunet.segment(tifffile.imread("nuclei.tif"), diameter=40)  # doctest: +SKIP
     """
     from grunet.predict import Predictor
     from grunet.preprocess import normalize_channels, percentile_range
-    from grunet.segment import segment_plane
+    from grunet.scale import estimate_diameter, resolve_scale
+    from grunet.segmentation import segment_plane
 
     predictor = model if isinstance(model, Predictor) else load_model(model)
     array = np.asarray(image)
@@ -60,5 +74,13 @@ def segment(image, model=None, *, chunk_size: int | None = None) -> np.ndarray:
             f"{predictor.in_channels}; pass a (C, Y, X) array with the model's channels",
         )
     ranges = [percentile_range(channel) for channel in array]
-    probs = predictor.predict_plane(normalize_channels(array, ranges))
-    return segment_plane(probs, chunk_size=chunk_size, **predictor.segmentation_options)
+    normalised = normalize_channels(array, ranges)
+    scale = resolve_scale(
+        predictor.object_diameter,
+        diameter=diameter,
+        estimate=lambda: estimate_diameter(predictor, [normalised]).diameter,
+        where="image",
+    )
+    probs = predictor.predict_plane(normalised, factor=scale.factor)
+    options = predictor.segmentation_options_for(scale)
+    return segment_plane(probs, chunk_size=chunk_size, **options)

@@ -19,6 +19,8 @@ def run_pipeline(
     channels: list[str | int] | None = None,
     tile: int | None = None,
     batch_size: int | None = None,
+    diameter: float | None = None,
+    diameter_um: float | None = None,
     keep_probabilities: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -42,6 +44,7 @@ def run_pipeline(
         channels: channel names or indices the model reads (e.g. the nuclear stain of a
             multi-channel file); None: all (see :func:`grunet.predict.predict_store`).
         tile, batch_size: inference options (see ``grunet predict``).
+        diameter, diameter_um: nucleus diameter in px or µm (default: estimated per image).
         keep_probabilities: keep ``outdir/<stem>.probs.zarr`` (deleted otherwise).
         overwrite: replace existing outputs.
         progress: show progress bars on stderr.
@@ -55,7 +58,7 @@ def run_pipeline(
     from grunet.io.convert import convert
     from grunet.measure import measure_store
     from grunet.predict import Predictor, predict_store, select_channels
-    from grunet.segment import segment_store
+    from grunet.segmentation import segment_store
 
     if not inputs:
         raise InputError(None, "no input images given")
@@ -77,6 +80,8 @@ def run_pipeline(
             channels=channels,
             tile=tile,
             batch_size=batch_size,
+            diameter=diameter,
+            diameter_um=diameter_um,
             overwrite=True,
             progress=progress,
         )

@@ -47,6 +47,14 @@ from tqdm import tqdm
 from grunet import __version__
 from grunet.errors import ConfigError, InputError
 from grunet.runtime import PreparedModel, prepare_model, select_device, should_compile
+from grunet.scale import (
+    FALLBACK_OBJECT_DIAMETER,
+    ObjectScale,
+    resample,
+    scaled_lengths,
+    scaled_shape,
+    support,
+)
 
 DEFAULT_TILE = 1024  # window core (pixels per side); one window per 1024² image chunk
 DEFAULT_HALO = 32  # context read on every side of a core; (1+2·32/1024)² = 1.13× the pixels
@@ -107,6 +115,7 @@ class Block:
     acc: np.ndarray | None = None  # (classes, by, bx) weighted probability sums
     wsum: np.ndarray | None = None  # (by, bx) weight sums
     remaining: int = 0
+    out_box: tuple[int, int, int, int] | None = None  # original-grid box of a rescaled block
 
     def __post_init__(self) -> None:
         self.region = (
@@ -168,6 +177,63 @@ def plan_blocks(
             windows = [(a, b, c, d) for a, b in wys for c, d in wxs]
             blocks.append(Block(plane, y0, y1, x0, x1, windows))
     return blocks
+
+
+def plan_scaled_blocks(
+    shape: tuple[int, int],
+    block: tuple[int, int],
+    tile: int,
+    halo: int,
+    factor: float,
+    plane=(),
+) -> list[Block]:
+    """Blocks of ``block`` original pixels, predicted on the plane resized by ``factor``.
+
+    At factor 1 these are the blocks of :func:`plan_blocks`; otherwise see :func:`scaled_block`.
+    """
+    if factor == 1.0:
+        return plan_blocks(shape, block, tile, halo, plane)
+    return [
+        scaled_block(
+            (y0, min(y0 + block[0], shape[0]), x0, min(x0 + block[1], shape[1])),
+            shape,
+            tile,
+            halo,
+            factor,
+            plane,
+        )
+        for y0 in range(0, shape[0], block[0])
+        for x0 in range(0, shape[1], block[1])
+    ]
+
+
+def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> Block:
+    """The block for original ``box`` of a plane predicted at ``factor``.
+
+    Its windows lie on the resized grid and cover the resized pixels that ``box`` is resampled
+    from (:func:`grunet.scale.support`); ``out_box`` is ``box``. Factor 1: the plain block.
+    """
+    y0, y1, x0, x1 = box
+    if factor == 1.0:
+        windows = [
+            (a, b, c, d)
+            for a, b in axis_windows(y0, y1, shape[0], tile, halo)
+            for c, d in axis_windows(x0, x1, shape[1], tile, halo)
+        ]
+        return Block(plane, y0, y1, x0, x1, windows)
+    scaled = scaled_shape(shape, factor)
+    sy0, sy1, sx0, sx1 = support(scaled, shape, box)
+    windows = [
+        (a, b, c, d)
+        for a, b in axis_windows(sy0, sy1, scaled[0], tile, halo)
+        for c, d in axis_windows(sx0, sx1, scaled[1], tile, halo)
+    ]
+    return Block(plane, sy0, sy1, sx0, sx1, windows, out_box=tuple(box))
+
+
+def scaled_block_size(chunks: tuple[int, int], tile: int, factor: float) -> tuple[int, int]:
+    """Original pixels per block: whole chunks whose resized size is about one tile."""
+    return tuple(c * max(1, int(tile // (c * min(1.0, factor)))) for c in chunks)
 
 
 def _prefetch(items: Iterator, depth: int) -> Iterator:
@@ -271,6 +337,20 @@ class Predictor:
         """Segmentation thresholds stored with the checkpoint (empty: the segmenter's defaults)."""
         options = self.metadata.get("segmentation") or {}
         return {str(k): float(v) for k, v in options.items()}
+
+    @property
+    def object_diameter(self) -> float:
+        """The nucleus diameter (px) the model works at: ``D0`` of :mod:`grunet.scale`."""
+        return float(self.metadata.get("object_diameter") or FALLBACK_OBJECT_DIAMETER)
+
+    def segmentation_options_for(self, scale: ObjectScale | None) -> dict[str, float]:
+        """:attr:`segmentation_options` with sizes scaled to the image's objects."""
+        if scale is None or scale.factor == 1.0:
+            return self.segmentation_options
+        from grunet.segmentation import SegmentOptions
+
+        defaults = {k: getattr(SegmentOptions(), k) for k in SegmentOptions.__dataclass_fields__}
+        return scaled_lengths(self.segmentation_options, defaults, scale.length_ratio)
 
     def prepared(self, work_pixels: int | None = None) -> PreparedModel:
         """The model on its device with the fast path (compiled when ``work_pixels`` pays).
@@ -430,6 +510,7 @@ class Predictor:
         *,
         tile: int | None = None,
         halo: int | None = None,
+        factor: float = 1.0,
         progress: bool = False,
     ) -> np.ndarray:
         """Class probabilities of one normalised 2D plane, tile by tile with blending.
@@ -439,6 +520,8 @@ class Predictor:
                 normalised (see :func:`grunet.preprocess.normalize_channels`).
             tile: window core size (default: the predictor's, 1024); rounded up to 32.
             halo: context on every side of a core (default 32); rounded up to 32.
+            factor: resize the plane by this before the network (object scale, see
+                :mod:`grunet.scale`); the probabilities come back on the plane's own grid.
             progress: show a progress bar over tiles.
 
         Returns:
@@ -453,6 +536,11 @@ class Predictor:
         if image.ndim != 3 or min(image.shape) == 0:
             raise InputError(None, f"predict_plane expects a (C, Y, X) image, got {image.shape}")
         self.check_channels(image.shape[0], None)
+        if factor != 1.0:
+            shape = image.shape[1:]
+            small = resample(image, shape, scaled_shape(shape, factor))
+            probs = self.predict_plane(small, tile=tile, halo=halo, progress=progress)
+            return resample(probs, probs.shape[1:], shape)
         tile, halo = check_tiling(
             self.tile if tile is None else tile, self.halo if halo is None else halo
         )
@@ -535,16 +623,80 @@ def _store_ranges(stack, path: Path) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in ranges]
 
 
-def _load_region(data, ranges, block: Block, channels: list[int] | None = None) -> Block:
-    """Read and normalise a block's input region (runs in the prefetch thread)."""
+def _load_region(
+    data, ranges, block: Block, channels: list[int] | None = None, factor: float = 1.0
+) -> Block:
+    """Read and normalise a block's input region (runs in the prefetch thread).
+
+    For a rescaled block (``out_box`` set) the region lies on the resized grid: its support in
+    the original plane is read and resampled.
+    """
     from grunet.preprocess import normalize
 
     t, z = block.plane
     y0, y1, x0, x1 = block.region
+    shape = tuple(int(n) for n in data.shape[-2:])
+    if block.out_box is not None:
+        scaled = scaled_shape(shape, factor)
+        y0, y1, x0, x1 = support(shape, scaled, block.region)
     raw = np.asarray(data[t, :, z, y0:y1, x0:x1])
     channels = list(range(len(raw))) if channels is None else channels
     block.image = np.stack([normalize(raw[c], *ranges[c]) for c in channels])
+    if block.out_box is not None:
+        block.image = resample(block.image, shape, scaled, block.region, origin=(y0, x0))
     return block
+
+
+def _unscale(block: Block, probs: np.ndarray, shape, factor: float):
+    """(original box, probabilities on the original grid) of a finished block."""
+    if block.out_box is None:
+        return (block.y0, block.y1, block.x0, block.x1), probs
+    scaled = scaled_shape(shape, factor)
+    return block.out_box, resample(probs, scaled, shape, block.out_box, (block.y0, block.x0))
+
+
+class StorePlane:
+    """One (t, z) plane of a store as a lazy, normalised ``(C, Y, X)`` array (sliced on demand)."""
+
+    def __init__(self, data, ranges, channels: list[int], t: int, z: int):
+        self.data, self.ranges, self.channels, self.t, self.z = data, ranges, channels, t, z
+        self.shape = (len(channels), *(int(n) for n in data.shape[-2:]))
+
+    def __getitem__(self, index) -> np.ndarray:
+        from grunet.preprocess import normalize
+
+        _, ys, xs = index
+        raw = np.asarray(self.data[self.t, :, self.z, ys, xs])
+        return np.stack([normalize(raw[c], *self.ranges[c]) for c in self.channels])
+
+
+def store_scale(
+    predictor,
+    stack,
+    image_store: Path,
+    planes: list[StorePlane],
+    diameter: float | None,
+    diameter_um: float | None,
+    estimate: bool = True,
+) -> ObjectScale:
+    """The object scale of a store: given (px or µm with its pixel size) or estimated.
+
+    The estimate looks at one plane, the middle (t, z): nuclei keep their size over a
+    time-lapse and a stack, and one plane keeps its cost flat.
+    """
+    from grunet.scale import estimate_diameter, resolve_scale
+
+    sizes = [stack.pixel_sizes.get(k) for k in ("y", "x")]
+    pixel_size = float(np.sqrt(sizes[0] * sizes[1])) if None not in sizes else None
+    middle = planes[len(planes) // 2]
+    return resolve_scale(
+        predictor.object_diameter,
+        diameter=diameter,
+        diameter_um=diameter_um,
+        pixel_size_um=pixel_size,
+        estimate=(lambda: estimate_diameter(predictor, [middle]).diameter) if estimate else None,
+        where=image_store,
+    )
 
 
 def select_channels(
@@ -591,6 +743,8 @@ def predict_store(
     compile: bool | str = "auto",
     scheduler: str | None = None,
     channels: list[str | int] | None = None,
+    diameter: float | None = None,
+    diameter_um: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -600,6 +754,12 @@ def predict_store(
     it with the store's per-channel ranges, runs the network tile by tile with blending, and
     writes ``out_path`` (group with array ``"probs"``, shape (T, 3, Z, Y, X), chunks
     (1, 3, 1, cy, cx) = the image's YX chunks) atomically. Memory stays flat in the image size.
+
+    Object scale (:mod:`grunet.scale`): planes are resized so that their nuclei have the model's
+    diameter, block by block (each block reads the original pixels its resized windows need),
+    and the probabilities are resampled back to the image's grid. The diameter comes from
+    ``diameter`` (px), else ``diameter_um`` and the store's pixel size, else an estimate; it is
+    recorded in the attrs (``object_scale``) with the segmentation sizes scaled to it.
 
     Args:
         image_store: ``<sample>.ome.zarr`` written by ``grunet convert``.
@@ -615,6 +775,8 @@ def predict_store(
             workers (which need the checkpoint and both stores on a shared file system).
         channels: names or indices of the store's channels to use, in the model's order
             (default: all; or the checkpoint's training channels where it names them).
+        diameter: typical nucleus diameter in the image, px (None: ``diameter_um`` or estimate).
+        diameter_um: typical nucleus diameter in micrometres (needs the store's pixel size).
         overwrite: replace an existing ``out_path``.
         progress: progress bar over tiles on stderr.
 
@@ -650,9 +812,18 @@ def predict_store(
     channel_index = select_channels(channels, stack.channel_names, image_store, predictor)
     ranges = _store_ranges(stack, image_store)
     source, (cy, cx) = _image_array(image_store, stack)
-    block = (cy * max(1, predictor.tile // cy), cx * max(1, predictor.tile // cx))
     planes = [(t, z) for t in range(n_t) for z in range(n_z)]
-    layout = plan_blocks((n_y, n_x), block, predictor.tile, predictor.halo)
+    scale = store_scale(
+        predictor,
+        stack,
+        image_store,
+        [StorePlane(source, ranges, channel_index, t, z) for t, z in planes],
+        diameter,
+        diameter_um,
+    )
+    factor = scale.factor
+    block = scaled_block_size((cy, cx), predictor.tile, factor)
+    layout = plan_scaled_blocks((n_y, n_x), block, predictor.tile, predictor.halo, factor)
     total_windows = len(planes) * sum(len(b.windows) for b in layout)
     work_pixels = len(planes) * sum(
         (w[1] - w[0]) * (w[3] - w[2]) for b in layout for w in b.windows
@@ -667,7 +838,8 @@ def predict_store(
         "channel_names": [stack.channel_names[i] for i in channel_index],
         "pixel_sizes": dict(stack.pixel_sizes),
         "normalization_ranges": [list(r) for r in ranges],
-        "segmentation": predictor.segmentation_options,
+        "object_scale": scale.describe(),
+        "segmentation": predictor.segmentation_options_for(scale),
         **predictor.describe(),
         **prepared.describe(),
     }
@@ -691,6 +863,7 @@ def predict_store(
                 progress,
                 total_windows,
                 channel_index,
+                factor,
             )
         else:
             _predict_local(
@@ -705,13 +878,14 @@ def predict_store(
                 work_pixels,
                 total_windows,
                 progress,
+                factor,
             )
         group.attrs["grunet"] = attrs
     return out_path
 
 
 def _fresh_blocks(layout: list[Block], plane) -> list[Block]:
-    return [Block(plane, b.y0, b.y1, b.x0, b.x1, b.windows) for b in layout]
+    return [Block(plane, b.y0, b.y1, b.x0, b.x1, b.windows, out_box=b.out_box) for b in layout]
 
 
 def _predict_local(
@@ -726,14 +900,16 @@ def _predict_local(
     work_pixels,
     total_windows,
     progress,
+    factor=1.0,
 ) -> None:
     """Stream blocks through the model in this process; a writer thread stores results."""
     shape = tuple(int(n) for n in data.shape[-2:])
+    network_shape = scaled_shape(shape, factor)
 
     def blocks():
         for plane in planes:
             for b in _fresh_blocks(layout, plane):
-                yield _load_region(data, ranges, b, channels)
+                yield _load_region(data, ranges, b, channels, factor)
 
     writes: queue.Queue = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
@@ -758,14 +934,15 @@ def _predict_local(
     try:
         for b, probs in predictor.run_blocks(
             blocks(),
-            lambda _: shape,
+            lambda _: network_shape,
             work_pixels=work_pixels,
             total_windows=total_windows,
             progress=progress,
         ):
             if failure:
                 break
-            item = ((*b.plane, b.y0, b.y1, b.x0, b.x1), probs.astype(np.float16))
+            box, probs = _unscale(b, probs, shape, factor)
+            item = ((*b.plane, *box), probs.astype(np.float16))
             if inline:
                 store(item)
             else:
@@ -782,7 +959,7 @@ _WORKER_PREDICTORS: dict = {}
 
 
 def _predict_block_task(
-    checkpoint: str, options: dict, image_store: str, out_group: str, plane, box, channels
+    checkpoint: str, options: dict, image_store: str, out_group: str, plane, box, channels, factor
 ) -> int:
     """One block on a dask-distributed worker: load (once) the model, predict, write."""
     import zarr
@@ -796,20 +973,17 @@ def _predict_block_task(
     stack = open_store(image_store)
     ranges = _store_ranges(stack, Path(image_store))
     source, _ = _image_array(Path(image_store), stack)
-    shape = stack.shape[-2:]
-    y0, y1, x0, x1 = box
-    windows = [
-        (a, b, c, d)
-        for a, b in axis_windows(y0, y1, shape[0], predictor.tile, predictor.halo)
-        for c, d in axis_windows(x0, x1, shape[1], predictor.tile, predictor.halo)
-    ]
-    block = Block(tuple(plane), y0, y1, x0, x1, windows)
-    block = _load_region(source, ranges, block, channels)
+    shape = tuple(int(n) for n in stack.shape[-2:])
+    block = scaled_block(box, shape, predictor.tile, predictor.halo, factor, tuple(plane))
+    block = _load_region(source, ranges, block, channels, factor)
     target = zarr.open_array(str(Path(out_group) / PROBS_NAME), mode="r+")
-    for done, probs in predictor.run_blocks(iter([block]), lambda _: shape, prefetch=1):
+    network_shape = scaled_shape(shape, factor)
+    windows = len(block.windows)
+    for done, probs in predictor.run_blocks(iter([block]), lambda _: network_shape, prefetch=1):
         t, z = done.plane
+        (y0, y1, x0, x1), probs = _unscale(done, probs, shape, factor)
         target[t, :, z, y0:y1, x0:x1] = probs.astype(np.float16)
-    return len(windows)
+    return windows
 
 
 def _predict_distributed(
@@ -823,6 +997,7 @@ def _predict_distributed(
     progress,
     total_windows,
     channels,
+    factor=1.0,
 ) -> None:
     """Run every block as a task on a dask-distributed cluster (shared file system needed)."""
     try:
@@ -857,6 +1032,7 @@ def _predict_distributed(
                 plane,
                 box,
                 channels,
+                factor,
                 pure=False,
             )
             for plane in planes

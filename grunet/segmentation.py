@@ -26,8 +26,6 @@ ids than uint32 holds is refused rather than wrapped around.
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
@@ -587,19 +585,3 @@ def segment_store(
             progress=progress,
         )
     )
-
-
-class _CallableModule(types.ModuleType):
-    """``grunet.segment`` is both this module and the API function of design §7.
-
-    Importing the submodule rebinds the package attribute ``grunet.segment`` to the module, so
-    the module itself forwards calls to :func:`grunet.api.segment`.
-    """
-
-    def __call__(self, image, model=None, *, chunk_size: int | None = None) -> np.ndarray:
-        from grunet.api import segment
-
-        return segment(image, model, chunk_size=chunk_size)
-
-
-sys.modules[__name__].__class__ = _CallableModule

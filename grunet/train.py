@@ -39,7 +39,7 @@ from grunet.preprocess import (
     targets_from_labels,
 )
 from grunet.runtime import autocast, autocast_dtype, select_device
-from grunet.segment import instances_from_probabilities
+from grunet.segmentation import instances_from_probabilities
 
 DEFAULTS: dict = {
     "model": {"preset": "small"},  # preset name; other keys override preset fields

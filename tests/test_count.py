@@ -82,7 +82,7 @@ def test_empty_image_gives_zero_cells_through_segment_measure_count(tmp_path, nu
     from grunet import io as gio
     from grunet.io import ImageStack
     from grunet.measure import measure_store, table_columns
-    from grunet.segment import segment_store
+    from grunet.segmentation import segment_store
 
     image = nuclei_3d[0][None, None, 28:31, :96, :80]  # (T=1, C=1, Z=3, Y, X): a 3D stack
     store = gio.write_image(tmp_path / "E.ome.zarr", ImageStack(image), chunks=64)

@@ -9,10 +9,10 @@ import pytest
 from conftest import shared_dataset
 from scipy import ndimage as ndi
 
-import grunet.segment as seg
+import grunet.segmentation as seg
 from grunet.errors import InputError
 from grunet.preprocess import targets_from_labels
-from grunet.segment import SegmentOptions, instances_from_probabilities, segment_probabilities
+from grunet.segmentation import SegmentOptions, instances_from_probabilities, segment_probabilities
 
 
 def probs_from_labels(labels: np.ndarray, seed: int = 0, noise: float = 0.1) -> np.ndarray:

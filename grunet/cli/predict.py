@@ -35,6 +35,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--channels", help="comma-separated channel names or indices to use (default: all)"
     )
+    parser.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PX",
+        help="typical nucleus diameter in px; the image is resized to the model's (default: "
+        "estimated per image)",
+    )
+    parser.add_argument(
+        "--diameter-um",
+        type=float,
+        metavar="UM",
+        help="typical nucleus diameter in micrometres (needs the image's pixel size)",
+    )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -57,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         compile=COMPILE_CHOICES[args.compile],
         scheduler=args.scheduler,
         channels=args.channels.split(",") if args.channels else None,
+        diameter=args.diameter,
+        diameter_um=args.diameter_um,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

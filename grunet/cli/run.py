@@ -27,6 +27,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     parser.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PX",
+        help="typical nucleus diameter in px; the image is resized to the model's (default: "
+        "estimated per image)",
+    )
+    parser.add_argument(
+        "--diameter-um",
+        type=float,
+        metavar="UM",
+        help="typical nucleus diameter in micrometres (needs the image's pixel size)",
+    )
+    parser.add_argument(
         "--keep-probabilities", action="store_true", help="keep OUTDIR/<stem>.probs.zarr"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -47,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels.split(",") if args.channels else None,
         tile=args.tile,
         batch_size=args.batch_size,
+        diameter=args.diameter,
+        diameter_um=args.diameter_um,
         keep_probabilities=args.keep_probabilities,
         overwrite=args.overwrite,
     )

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from grunet.atomic import atomic_output
     from grunet.errors import ConfigError
-    from grunet.segment import SegmentOptions, segment_store
+    from grunet.segmentation import SegmentOptions, segment_store
 
     given = {
         "seed_threshold": args.seed_threshold,

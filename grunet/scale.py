@@ -1,0 +1,372 @@
+"""Object scale: the factor an image is resized by so that its nuclei have the model's diameter.
+
+A model works at a canonical nucleus diameter ``D0`` (pixels, ``Predictor.object_diameter``,
+recorded in the checkpoint as ``metadata["object_diameter"]``). An image whose nuclei are ``D``
+pixels across is resized by ``factor = D0 / D`` before the network sees it, and the
+probabilities are resized back, so every output lies on the image's own pixel grid.
+
+``D`` comes from, in order: a diameter in pixels; a diameter in micrometres divided by the
+image's pixel size; else :func:`estimate_diameter` (see there for the method).
+
+Resizing is a separable linear (triangle-kernel) resampling whose kernel widens to ``1/factor``
+input pixels when shrinking (antialiasing). Each output pixel is a fixed weighted sum of input
+pixels around its own position in the whole plane, so a crop of the resized plane is exactly the
+resized crop of the input's support: tiles of a zarr store resized one by one agree with the
+whole plane resized at once, at any factor, with memory bounded by the tile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from grunet.errors import InputError
+
+# Factors outside this range are refused: at ×1/32 a 1024² tile holds 32k² input pixels and a
+# nucleus of D0 = 19 px would be ~600 px across; at ×8 it would be ~2 px. Both are input errors
+# (a diameter in the wrong unit), not experiments.
+MIN_FACTOR, MAX_FACTOR = 1 / 32, 8.0
+
+# D0 of checkpoints that do not record ``object_diameter`` (the first shipped model): the median
+# over cells of the equivalent diameter 2·sqrt(area/π) of the labels it was trained on, measured
+# once on the 3887 nuclei of the 100 ``train`` images of ../shared/data/dsb2018_fluo (19.18 px;
+# per-image medians range 9-94 px, val split 22.6 px).
+FALLBACK_OBJECT_DIAMETER = 19.18
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+def scaled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(Y, X) of a plane resized by ``factor`` (at least 1 px per axis)."""
+    return tuple(max(1, int(round(n * factor))) for n in shape)
+
+
+def axis_matrix(n_in: int, n_out: int, lo: int, hi: int) -> tuple[sparse.csr_matrix, int, int]:
+    """Rows ``[lo, hi)`` of the ``n_out × n_in`` resampling matrix of one axis.
+
+    Output pixel ``i`` sits at input position ``(i + 0.5) · n_in / n_out - 0.5``; its weights are
+    a triangle of half-width ``max(1, n_in / n_out)`` input pixels, truncated at the axis ends
+    and renormalised. Returns the rows restricted to their support columns ``[c0, c1)``.
+    """
+    step = n_in / n_out
+    width = max(1.0, step)
+    rows = np.arange(lo, hi)
+    centre = (rows + 0.5) * step - 0.5
+    first = np.floor(centre - width).astype(np.int64) + 1
+    taps = int(math.ceil(2 * width)) + 1
+    cols = first[:, None] + np.arange(taps)[None, :]
+    weights = np.maximum(0.0, 1.0 - np.abs(cols - centre[:, None]) / width)
+    weights[(cols < 0) | (cols >= n_in)] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    keep = weights > 0
+    c0, c1 = int(cols[keep].min()), int(cols[keep].max()) + 1
+    row_index = np.broadcast_to(np.arange(hi - lo)[:, None], cols.shape)[keep]
+    matrix = sparse.csr_matrix(
+        (weights[keep].astype(np.float32), (row_index, cols[keep] - c0)), shape=(hi - lo, c1 - c0)
+    )
+    return matrix, c0, c1
+
+
+def support(in_shape: tuple[int, int], out_shape: tuple[int, int], box: Box) -> Box:
+    """The input box whose pixels the output ``box`` of a resize depends on."""
+    _, y0, y1 = axis_matrix(in_shape[0], out_shape[0], box[0], box[1])
+    _, x0, x1 = axis_matrix(in_shape[1], out_shape[1], box[2], box[3])
+    return y0, y1, x0, x1
+
+
+def resample(
+    data: np.ndarray,
+    in_shape: tuple[int, int],
+    out_shape: tuple[int, int],
+    box: Box | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """The ``box`` of a ``(C, Y, X)`` plane resized from ``in_shape`` to ``out_shape``.
+
+    Args:
+        data: ``(C, ry, rx)`` input pixels covering at least :func:`support` of ``box``.
+        in_shape, out_shape: (Y, X) of the whole input and output planes.
+        box: output box (default: the whole output plane).
+        origin: plane position of ``data[:, 0, 0]``.
+
+    Returns:
+        ``(C, by, bx)`` float32.
+    """
+    box = (0, out_shape[0], 0, out_shape[1]) if box is None else box
+    my, y0, y1 = axis_matrix(in_shape[0], out_shape[0], box[0], box[1])
+    mx, x0, x1 = axis_matrix(in_shape[1], out_shape[1], box[2], box[3])
+    oy, ox = origin
+    if y0 < oy or x0 < ox or y1 - oy > data.shape[1] or x1 - ox > data.shape[2]:
+        raise ValueError(f"data at {origin} of shape {data.shape} misses the support of {box}")
+    out = np.empty((data.shape[0], box[1] - box[0], box[3] - box[2]), dtype=np.float32)
+    for c, channel in enumerate(data):
+        rows = my @ np.asarray(channel[y0 - oy : y1 - oy, x0 - ox : x1 - ox], dtype=np.float32)
+        out[c] = (mx @ rows.T).T
+    return out
+
+
+# ------------------------------------------------------------------------------ which diameter
+
+
+@dataclass(frozen=True)
+class ObjectScale:
+    """The object scale chosen for one image, recorded with every output."""
+
+    diameter: float  # nucleus diameter in the image, px
+    source: str  # "diameter" (given, px), "diameter_um" (given, µm), "estimated", "model" (none)
+    model_diameter: float  # D0 of the model, px
+    factor: float  # resize factor actually applied (1.0 = the image as it is)
+    diameter_um: float | None = None  # when given in µm
+    pixel_size_um: float | None = None  # the image's pixel size used for it
+
+    def describe(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def length_ratio(self) -> float:
+        """Object size on the image's grid relative to the model's: scales post-processing."""
+        return 1.0 / self.factor
+
+
+def check_diameter(value, option: str, where: str | Path | None) -> float:
+    """A finite positive number, else an error naming ``option`` and ``where``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(where, f"{option}: expected a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(where, f"{option}: must be a positive number, got {value!r}")
+    return number
+
+
+def _check_factor(factor: float, diameter: float, option: str, where, model_diameter) -> float:
+    if not MIN_FACTOR <= factor <= MAX_FACTOR:
+        low, high = model_diameter / MAX_FACTOR, model_diameter / MIN_FACTOR
+        raise InputError(
+            where,
+            f"{option}: a nucleus diameter of {diameter:g} px is outside the range the model "
+            f"can be rescaled to ({low:.3g}-{high:.3g} px; the model works at "
+            f"{model_diameter:.3g} px); check the value and its unit",
+        )
+    return factor
+
+
+def resolve_scale(
+    model_diameter: float,
+    *,
+    diameter: float | None = None,
+    diameter_um: float | None = None,
+    pixel_size_um: float | None = None,
+    estimate: Callable[[], float | None] | None = None,
+    where: str | Path | None = None,
+) -> ObjectScale:
+    """The object scale of one image: a given px diameter, else µm, else an estimate, else none.
+
+    Args:
+        model_diameter: the model's ``D0`` (px).
+        diameter: nucleus diameter in the image, px (``--diameter``).
+        diameter_um: nucleus diameter in micrometres (``--diameter-um``); needs ``pixel_size_um``.
+        pixel_size_um: the image's YX pixel size in micrometres (from its OME metadata).
+        estimate: called when neither is given; returns the estimated diameter in px, or None
+            when it finds no objects. Without it (or with no objects) the image is used as it is.
+        where: the image's path, for error messages.
+
+    Returns:
+        :class:`ObjectScale`.
+
+    Example:
+        >>> resolve_scale(19.2, diameter=38.4).factor
+        0.5
+    """
+    if diameter is not None and diameter_um is not None:
+        raise InputError(where, "give either a diameter in px or in µm (--diameter-um), not both")
+    if diameter is not None:
+        d = check_diameter(diameter, "--diameter", where)
+        factor = _check_factor(model_diameter / d, d, "--diameter", where, model_diameter)
+        return ObjectScale(d, "diameter", model_diameter, factor)
+    if diameter_um is not None:
+        um = check_diameter(diameter_um, "--diameter-um", where)
+        if pixel_size_um is None or not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+            raise InputError(
+                where,
+                "--diameter-um: the image has no physical pixel size in its metadata; give the "
+                "diameter in px (--diameter) or the pixel size when converting (--pixel-size)",
+            )
+        d = um / pixel_size_um
+        factor = _check_factor(model_diameter / d, d, "--diameter-um", where, model_diameter)
+        return ObjectScale(d, "diameter_um", model_diameter, factor, um, pixel_size_um)
+    if estimate is None:
+        return ObjectScale(model_diameter, "model", model_diameter, 1.0)
+    d = estimate()
+    if d is None:  # no objects at any factor (an empty image): use it as it is
+        return ObjectScale(model_diameter, "model", model_diameter, 1.0)
+    factor = float(np.clip(model_diameter / d, MIN_FACTOR, MAX_FACTOR))
+    return ObjectScale(float(d), "estimated", model_diameter, factor)
+
+
+def scaled_lengths(options: dict, defaults: dict, ratio: float) -> dict:
+    """Post-processing sizes of ``SegmentOptions`` for objects ``ratio`` × the model's diameter.
+
+    ``options`` (the checkpoint's) and ``defaults`` (``SegmentOptions``' own) are meant at the
+    model's scale: lengths (``grow_radius``) are multiplied by ``ratio``, areas
+    (``min_seed_size``, ``max_hole_size``, ``min_size``) by ``ratio²``. Values a user gives
+    later (``grunet segment --min-size``) are pixels of the image and are not scaled.
+    """
+    out = dict(options)
+    powers = {"grow_radius": 1, "min_seed_size": 2, "max_hole_size": 2, "min_size": 2}
+    for key, power in powers.items():
+        base = options.get(key, defaults[key])
+        out[key] = int(round(float(base) * ratio**power))
+    return out
+
+
+# ------------------------------------------------------------------------------ estimation
+
+CANDIDATE_FACTORS = tuple(2.0 ** (k / 2) for k in range(-6, 7))  # ×0.125 … ×8, steps of √2
+CROP = 256  # network pixels per side at every candidate factor: the estimate's cost is bounded
+MIN_OBJECTS = 3  # fewer whole objects in a crop say nothing about their size
+SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
+
+
+@dataclass(frozen=True)
+class DiameterEstimate:
+    """An estimated nucleus diameter and the first-pass measurements behind it."""
+
+    diameter: float | None  # px; None when no plane showed objects at any factor
+    per_plane: tuple[float | None, ...]  # estimate of each plane looked at
+    passes: tuple[tuple[tuple[float, float, int], ...], ...]  # per plane: (factor, D px, n)
+
+
+def _crop_box(preview: np.ndarray, step: int, size: tuple[int, int], shape) -> Box:
+    """The window of ``size`` original px with the most signal (clipped intensity) in it."""
+    py, px = max(1, -(-size[0] // step)), max(1, -(-size[1] // step))
+    py, px = min(py, preview.shape[0]), min(px, preview.shape[1])
+    integral = np.pad(np.clip(preview, 0, 1).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[py:, px:] - integral[:-py, px:] - integral[py:, :-px] + integral[:-py, :-px]
+    iy, ix = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    y0 = min(iy * step, shape[0] - size[0])
+    x0 = min(ix * step, shape[1] - size[1])
+    return y0, y0 + size[0], x0, x0 + size[1]
+
+
+def _whole_object_diameters(labels: np.ndarray, box: Box, shape) -> np.ndarray:
+    """Equivalent diameters (px) of the objects that no crop edge inside the image cuts."""
+    areas = np.bincount(labels.ravel())
+    cut = []
+    if box[0] > 0:
+        cut.append(labels[0])
+    if box[1] < shape[0]:
+        cut.append(labels[-1])
+    if box[2] > 0:
+        cut.append(labels[:, 0])
+    if box[3] < shape[1]:
+        cut.append(labels[:, -1])
+    keep = areas > 0
+    keep[0] = False
+    for edge in cut:
+        keep[np.unique(edge)] = False
+    return 2.0 * np.sqrt(areas[keep] / np.pi)
+
+
+def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float, int]]:
+    """(factor, median object diameter in original px, objects) at each factor, coarse first.
+
+    Stops one factor after objects reach the model's size (the crossing and its check).
+    """
+    shape = tuple(int(n) for n in plane.shape[-2:])
+    step = max(1, -(-max(shape) // 512))
+    preview = np.asarray(plane[:, ::step, ::step], dtype=np.float32).max(axis=0)
+    d0 = predictor.object_diameter
+    passes: list[tuple[float, float, int]] = []
+    crossed = False
+    for factor in factors:
+        size = tuple(min(n, int(math.ceil(CROP / factor))) for n in shape)
+        small = scaled_shape(size, factor)
+        if min(small) < 16:  # too few network pixels to show any nucleus
+            continue
+        box = _crop_box(preview, step, size, shape)
+        crop = np.asarray(plane[:, box[0] : box[1], box[2] : box[3]], dtype=np.float32)
+        probs = predictor.predict_plane(resample(crop, size, small), tile=max(small), halo=0)
+        diameters = _whole_object_diameters(segment(probs), box, shape)
+        if diameters.size < MIN_OBJECTS:
+            passes.append((factor, float("nan"), int(diameters.size)))
+            continue
+        passes.append((factor, float(np.median(diameters)) / factor, int(diameters.size)))
+        if crossed:
+            break
+        crossed = factor * passes[-1][1] >= d0
+    return passes
+
+
+def _crossing(passes, d0: float) -> float | None:
+    """Diameter where objects first reach D0 on the network's grid, sustained at the next factor.
+
+    With ``s(f) = f · D(f) / D0`` (objects' size on the network's grid), ``s`` grows with ``f``
+    while the network resolves the nuclei (``D(f)`` ≈ the true diameter), and stays near 1 above
+    the right factor, where nuclei too large for the model fall apart into model-sized pieces.
+    The right factor is where ``s`` first reaches 1, interpolated in log-log between the two
+    factors around it. A crossing that the next factor does not sustain (``s`` falls below
+    ``SUSTAIN``) is a cluster merged at too coarse a scale and is skipped.
+    """
+    valid = [(f, d) for f, d, n in passes if n >= MIN_OBJECTS and np.isfinite(d)]
+    for i, (f, d) in enumerate(valid):
+        if f * d < d0:
+            continue
+        if i + 1 < len(valid) and valid[i + 1][0] * valid[i + 1][1] < SUSTAIN * d0:
+            continue
+        if i == 0:
+            return d
+        fa, da = valid[i - 1]
+        la, lb = math.log(fa * da / d0), math.log(f * d / d0)
+        t = 0.0 if lb == la else -la / (lb - la)
+        crossing = math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
+        return d0 / crossing
+    return None
+
+
+def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> DiameterEstimate:
+    """Estimate the nucleus diameter (px) of images from quick passes of the model itself.
+
+    Method: each plane is looked at through crops of ``CROP``² network pixels at candidate
+    factors ×0.125 … ×8 (steps of √2), coarse to fine; each crop (placed where the plane has the
+    most signal) is resized by the factor, predicted and segmented, and the median equivalent
+    diameter of its whole objects, measured in the plane's own pixels, is ``D(f)``. Measuring in
+    original pixels is what defeats the telling failure of naive estimators: at too large a
+    factor nuclei break into model-sized fragments, so a first pass "finds" the model's size
+    wherever it looks; here those fragments shrink ``D(f)`` instead, and the answer is taken where
+    objects *first* reach the model's size ``D0`` on the network's grid (see :func:`_crossing`).
+    Cost: at most 13 passes of 256² pixels per plane, independent of the image size, and the
+    passes stop one factor after the crossing.
+
+    Args:
+        predictor: a :class:`grunet.predict.Predictor`.
+        planes: normalised ``(C, Y, X)`` planes (numpy, or lazy arrays sliced on demand).
+        factors: candidate factors, ascending.
+
+    Returns:
+        :class:`DiameterEstimate`; its ``diameter`` is the median over planes.
+
+    Example:
+        >>> estimate_diameter(grunet.load_model(), [normalised]).diameter  # doctest: +SKIP
+        38.2
+    """
+    from grunet.segmentation import segment_plane
+
+    options = predictor.segmentation_options
+
+    def segment(probs):
+        return segment_plane(probs, **options)
+
+    per_plane, passes = [], []
+    for plane in planes:
+        found = _plane_passes(predictor, plane, factors, segment)
+        passes.append(tuple(found))
+        per_plane.append(_crossing(found, predictor.object_diameter))
+    values = [d for d in per_plane if d is not None]
+    diameter = float(np.median(values)) if values else None
+    return DiameterEstimate(diameter, tuple(per_plane), tuple(passes))
