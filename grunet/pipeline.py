@@ -55,9 +55,10 @@ def run_pipeline(
     """
     from grunet.atomic import check_output_free, remove_path
     from grunet.count import count_files
+    from grunet.io import open_store
     from grunet.io.convert import convert
     from grunet.measure import measure_store
-    from grunet.predict import Predictor, predict_store, select_channels
+    from grunet.predict import Predictor, predict_store, select_channels, store_scale
     from grunet.segmentation import segment_store
 
     if not inputs:
@@ -67,8 +68,10 @@ def run_pipeline(
     check_output_free(counts, overwrite)
     predictor = Predictor.from_checkpoint(model, device=device)
     stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
-    for store in stores:
+    for store in stores:  # every input checked before hours of work
         select_channels(channels, store_channel_names(store), store, predictor)
+        if diameter is not None or diameter_um is not None:
+            store_scale(predictor, open_store(store), store, [], diameter, diameter_um, False)
     tables = []
     for store in stores:
         stem = store.name[: -len(".ome.zarr")]

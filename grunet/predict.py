@@ -211,7 +211,8 @@ def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> B
     """The block for original ``box`` of a plane predicted at ``factor``.
 
     Its windows lie on the resized grid and cover the resized pixels that ``box`` is resampled
-    from (:func:`grunet.scale.support`); ``out_box`` is ``box``. Factor 1: the plain block.
+    from (:func:`grunet.scale.support`, widened to the pooling grid); ``out_box`` is ``box``.
+    Factor 1: the plain block.
     """
     y0, y1, x0, x1 = box
     if factor == 1.0:
@@ -223,6 +224,10 @@ def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> B
         return Block(plane, y0, y1, x0, x1, windows)
     scaled = scaled_shape(shape, factor)
     sy0, sy1, sx0, sx1 = support(scaled, shape, box)
+    # Widen to the pooling grid, so windows start where whole-plane windows would (max pooling
+    # is not shift-equivariant: a window shifted by a few px gives different probabilities).
+    sy0, sx0 = sy0 // ALIGN * ALIGN, sx0 // ALIGN * ALIGN
+    sy1, sx1 = min(scaled[0], _round_up(sy1, ALIGN)), min(scaled[1], _round_up(sx1, ALIGN))
     windows = [
         (a, b, c, d)
         for a, b in axis_windows(sy0, sy1, scaled[0], tile, halo)
@@ -688,13 +693,16 @@ def store_scale(
 
     sizes = [stack.pixel_sizes.get(k) for k in ("y", "x")]
     pixel_size = float(np.sqrt(sizes[0] * sizes[1])) if None not in sizes else None
-    middle = planes[len(planes) // 2]
+
+    def estimated() -> float | None:
+        return estimate_diameter(predictor, [planes[len(planes) // 2]]).diameter
+
     return resolve_scale(
         predictor.object_diameter,
         diameter=diameter,
         diameter_um=diameter_um,
         pixel_size_um=pixel_size,
-        estimate=(lambda: estimate_diameter(predictor, [middle]).diameter) if estimate else None,
+        estimate=estimated if estimate else None,
         where=image_store,
     )
 

@@ -494,6 +494,13 @@ def _checkpoint_summary(model: str | Path) -> str:
     return _table(frame) + details
 
 
+def _diameter(scale) -> str:
+    """'31.2 px (estimated, ×0.61)': the object scale an output was made at."""
+    if not isinstance(scale, dict) or "diameter" not in scale:
+        return ""
+    return f"{scale['diameter']:.1f} px ({scale.get('source', '')}, ×{scale.get('factor', 1):.2f})"
+
+
 def _section_provenance(stores: dict, probs, tables, model, config_files) -> str:
     from grunet.checkpoint import file_sha256
 
@@ -515,6 +522,7 @@ def _section_provenance(stores: dict, probs, tables, model, config_files) -> str
                 "grunet": attrs.get("version", ""),
                 "input": attrs.get("source", ""),
                 "model sha256": "",
+                "nucleus diameter": "",
             }
         )
     mismatched = []
@@ -529,6 +537,7 @@ def _section_provenance(stores: dict, probs, tables, model, config_files) -> str
                 "grunet": attrs.get("version", ""),
                 "input": attrs.get("source", ""),
                 "model sha256": sha,
+                "nucleus diameter": _diameter(attrs.get("object_scale")),
             }
         )
     for path in tables:
@@ -541,6 +550,7 @@ def _section_provenance(stores: dict, probs, tables, model, config_files) -> str
                 "grunet": info.get("version", ""),
                 "input": info.get("source", info.get("image", "")),
                 "model sha256": info.get("model_sha256", ""),
+                "nucleus diameter": _diameter(info.get("object_scale")),
             }
         )
     parts += ["<h3>Outputs</h3>", _table(pd.DataFrame(rows))]

@@ -231,6 +231,7 @@ CANDIDATE_FACTORS = tuple(2.0 ** (k / 2) for k in range(-6, 7))  # ×0.125 … �
 CROP = 256  # network pixels per side at every candidate factor: the estimate's cost is bounded
 MIN_OBJECTS = 3  # fewer whole objects in a crop say nothing about their size
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
+CLOSEST = 0.7  # without a crossing, objects must come this close to D0 to tell anything
 
 
 @dataclass(frozen=True)
@@ -311,22 +312,27 @@ def _crossing(passes, d0: float) -> float | None:
     the right factor, where nuclei too large for the model fall apart into model-sized pieces.
     The right factor is where ``s`` first reaches 1, interpolated in log-log between the two
     factors around it. A crossing that the next factor does not sustain (``s`` falls below
-    ``SUSTAIN``) is a cluster merged at too coarse a scale and is skipped.
+    ``SUSTAIN``) is a cluster merged at too coarse a scale and is skipped. Where objects never
+    reach D0, ``D(f)`` is read where ``s`` comes closest to 1, if that is at least ``CLOSEST``.
     """
-    valid = [(f, d) for f, d, n in passes if n >= MIN_OBJECTS and np.isfinite(d)]
-    for i, (f, d) in enumerate(valid):
-        if f * d < d0:
-            continue
-        if i + 1 < len(valid) and valid[i + 1][0] * valid[i + 1][1] < SUSTAIN * d0:
+    valid = [(f, d, f * d / d0) for f, d, n in passes if n >= MIN_OBJECTS and np.isfinite(d)]
+    sustained = [
+        i == len(valid) - 1 or valid[i + 1][2] >= SUSTAIN * min(1.0, s)
+        for i, (_, _, s) in enumerate(valid)
+    ]
+    for i, (f, d, s) in enumerate(valid):
+        if s < 1 or not sustained[i]:
             continue
         if i == 0:
             return d
-        fa, da = valid[i - 1]
-        la, lb = math.log(fa * da / d0), math.log(f * d / d0)
-        t = 0.0 if lb == la else -la / (lb - la)
+        fa, _, sa = valid[i - 1]
+        t = math.log(1 / sa) / math.log(s / sa)
         crossing = math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
         return d0 / crossing
-    return None
+    # Objects never reach D0 (e.g. textured nuclei the model trims at every factor): the factor
+    # where they come closest to it is the one where the model resolves them best.
+    best = max(((s, d) for (_, d, s), ok in zip(valid, sustained) if ok), default=None)
+    return best[1] if best is not None and best[0] >= CLOSEST else None
 
 
 def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> DiameterEstimate:

@@ -571,6 +571,7 @@ def segment_store(
         "source": str(probs_path),
         "image": str(image_store),
         "model_sha256": meta.get("model_sha256"),
+        "object_scale": meta.get("object_scale"),
         "three_d": bool(three_d),
         "block": block,
         "options": asdict(opts),

@@ -158,6 +158,22 @@ def test_dry_run_with_training_adds_one_train_job_before_predict(experiment):
     assert "--labels data/stack_labels.tif" in train  # only the annotated sample trains
 
 
+def test_sample_sheet_diameter_column_and_config_key_reach_prediction(experiment):
+    sheet = experiment / "config" / "samples.tsv"
+    rows = SAMPLE_SHEET.splitlines()
+    rows = [rows[0] + "\tdiameter", rows[1] + "\t31.5", rows[2] + "\t"]
+    sheet.write_text("\n".join(rows) + "\n")
+    config = experiment / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("{threads: 1}", "{threads: 1, diameter_um: 7}"))
+    result = snakemake(experiment, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr
+    commands = [c for c in result.stdout.splitlines() if "grunet predict" in c]
+    timelapse = next(c for c in commands if "timelapse.ome.zarr" in c)
+    stack = next(c for c in commands if "stack.ome.zarr" in c)
+    assert "--diameter 31.5" in timelapse and "--diameter-um" not in timelapse  # the row wins
+    assert "--diameter-um 7" in stack and "--diameter " not in stack  # else the config key
+
+
 def test_embedded_demo_config_plans_both_demo_samples(tmp_path, crops):
     root = make_experiment(tmp_path / "demo", *crops)
     for name in ("config.yaml", "samples.tsv"):

@@ -17,7 +17,15 @@ from snakemake.utils import validate
 
 # Sample-sheet columns with a meaning; every other column is free metadata (well, condition, ...).
 SHEET_COLUMNS = (
-    "sample", "path", "annotation", "axes", "channel_names", "pixel_size", "scene", "channels"
+    "sample",
+    "path",
+    "annotation",
+    "axes",
+    "channel_names",
+    "pixel_size",
+    "scene",
+    "channels",
+    "diameter",
 )
 # Metadata may not shadow the columns grunet itself writes into tables and counts.
 RESERVED_METADATA = ("t", "c", "z", "label", "n_cells", "source")
@@ -274,12 +282,22 @@ def get_model(wildcards):
     return MODEL
 
 
+def get_diameter_option(wildcards):
+    """The sample's nucleus diameter: its sheet column, else predict.diameter / diameter_um."""
+    row = SAMPLES.loc[wildcards.sample]
+    p = config["predict"]
+    if row.get("diameter", ""):
+        return option("--diameter", row["diameter"])
+    return option("--diameter", p["diameter"]) or option("--diameter-um", p["diameter_um"])
+
+
 def get_predict_options(wildcards):
     p = config["predict"]
     return " ".join(
         o
         for o in (
             option("--channels", SAMPLES.loc[wildcards.sample, "channels"]),
+            get_diameter_option(wildcards),
             option("--tile", p["tile"]),
             option("--halo", p["halo"]),
             option("--batch-size", p["batch_size"]),

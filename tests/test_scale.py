@@ -1,0 +1,287 @@
+"""Object scale: diameters given or estimated reach prediction, outputs stay on the image's grid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+import zarr
+from conftest import shared_dataset
+
+import grunet
+from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint
+from grunet.evaluate import evaluate_labels
+from grunet.predict import Predictor, predict_store
+from grunet.preprocess import normalize_channels
+from grunet.scale import estimate_diameter, resample, resolve_scale, scaled_shape, support
+from grunet.segmentation import segment_plane
+
+pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="needs the shipped model")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(load_checkpoint(), device="cpu", compile=False)
+
+
+def label_diameter(labels: np.ndarray) -> float:
+    """Median equivalent diameter 2·sqrt(area/π) of the cells of a label image."""
+    areas = np.bincount(labels.ravel())[1:]
+    return float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
+
+
+def resized_pair(image: np.ndarray, labels: np.ndarray, factor: float):
+    """An image resized by ``factor`` (linear, antialiased) and its labels (nearest neighbour)."""
+    if factor == 1:
+        return image, labels
+    shape = scaled_shape(image.shape, factor)
+    out = resample(image[None].astype(np.float32), image.shape, shape)[0]
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) / factor).astype(int), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) / factor).astype(int), labels.shape[1] - 1)
+    return out, labels[rows][:, cols]
+
+
+def val_pair(name: str):
+    root = shared_dataset("dsb2018_fluo")
+    manifest = pd.read_csv(root / "manifest.csv")
+    (image_id,) = [i for i in manifest[manifest.split == "val"].id if i.startswith(name)]
+    return (
+        tifffile.imread(root / "images" / f"{image_id}.tif"),
+        tifffile.imread(root / "labels" / f"{image_id}.tif"),
+    )
+
+
+# ----------------------------------------------------------------------------- resampling
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.5, 2.0, 3.7])
+def test_resized_crop_equals_the_crop_of_the_resized_plane(factor):
+    rng = np.random.default_rng(0)
+    plane = rng.random((2, 97, 131)).astype(np.float32)
+    out_shape = scaled_shape(plane.shape[1:], factor)
+    whole = resample(plane, plane.shape[1:], out_shape)
+    box = (5, out_shape[0] - 7, 11, out_shape[1] // 2)
+    y0, y1, x0, x1 = support(plane.shape[1:], out_shape, box)
+    crop = resample(plane[:, y0:y1, x0:x1], plane.shape[1:], out_shape, box, origin=(y0, x0))
+    np.testing.assert_allclose(crop, whole[:, box[0] : box[1], box[2] : box[3]], atol=1e-6)
+    # a constant stays constant (weights sum to one, also at the borders)
+    np.testing.assert_allclose(resample(np.ones((1, 40, 30)), (40, 30), out_shape[:2]), 1, 1e-6)
+
+
+# ------------------------------------------------------------------------- which diameter
+
+
+def test_diameter_in_px_or_um_gives_the_factor():
+    assert resolve_scale(19.2, diameter=38.4).factor == pytest.approx(0.5)
+    scale = resolve_scale(19.2, diameter_um=12.0, pixel_size_um=0.325)
+    assert scale.diameter == pytest.approx(12.0 / 0.325)
+    assert scale.source == "diameter_um"
+    assert resolve_scale(19.2).factor == 1.0  # nothing given, no estimator: the image as it is
+
+
+def test_shipped_model_knows_its_object_diameter(predictor):
+    assert predictor.object_diameter == pytest.approx(19.18)
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_estimated_diameter_of_large_nuclei_is_within_15_percent_at_every_scale(predictor, factor):
+    """Val image 4948e3df (48 px nuclei): at ×2 they are 96 px, 5× the model's 19 px.
+
+    This is the telling failure of a naive estimator: at native scale the model cuts such nuclei
+    into model-sized fragments, so "the median size of what the model finds" says "already right".
+    """
+    image, labels = resized_pair(*val_pair("4948e3df"), factor)
+    estimate = estimate_diameter(predictor, [normalize_channels(image[None])])
+    truth = label_diameter(labels)
+    assert estimate.diameter == pytest.approx(truth, rel=0.15), (estimate, truth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, factor):
+    """All 20 dsb2018_fluo val images resized ×0.5, ×1, ×2 against their labels' diameter.
+
+    Measured with the shipped model (median ratio estimate/truth; share within ±15 %):
+    ×0.5 1.07, 70 %; ×1 1.05, 85 %; ×2 1.04, 85 %. Misses are the smallest nuclei (4-5 px at
+    ×0.5: the model's objects are ~1 px wider than the labels) and an image with 2-3 nuclei.
+    """
+    root = shared_dataset("dsb2018_fluo")
+    manifest = pd.read_csv(root / "manifest.csv")
+    ratios = []
+    for image_id in manifest[manifest.split == "val"].id:
+        image, labels = resized_pair(
+            tifffile.imread(root / "images" / f"{image_id}.tif"),
+            tifffile.imread(root / "labels" / f"{image_id}.tif"),
+            factor,
+        )
+        found = estimate_diameter(predictor, [normalize_channels(image[None])]).diameter
+        ratios.append(np.nan if found is None else found / label_diameter(labels))
+    ratios = np.array(ratios)
+    assert abs(np.nanmedian(ratios) - 1) <= 0.15, ratios
+    assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.7, ratios
+
+
+# ---------------------------------------------------------------- prediction at a scale
+
+
+def write_store(path, plane: np.ndarray):
+    from grunet.io import ImageStack, write_image
+
+    stack = ImageStack(plane[None, None, None], pixel_sizes={"y": 0.5, "x": 0.5})
+    return write_image(path, stack, chunks=96)
+
+
+@pytest.fixture(scope="module")
+def frame_store(tmp_path_factory, nuclei_timelapse):
+    """A real 256² crop of a time-lapse frame (nuclei ~35 px) with a 0.5 µm pixel size."""
+    return write_store(
+        tmp_path_factory.mktemp("scale") / "frame.ome.zarr", nuclei_timelapse[5, 100:356, 60:316]
+    )
+
+
+@pytest.fixture(scope="module")
+def small_nuclei_store(tmp_path_factory, nuclei_timelapse):
+    """The same frame shrunk ×0.5 (nuclei ~17 px), 256² px."""
+    frame = nuclei_timelapse[5, :512, :512].astype(np.float32)
+    small = resample(frame[None], frame.shape, (256, 256))[0]
+    return write_store(tmp_path_factory.mktemp("scale") / "small.ome.zarr", small)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_tiled_probabilities_match_whole_image_at_a_scale(
+    predictor, frame_store, small_nuclei_store, factor, tmp_path
+):
+    """Blocks of 96 px resized one by one and tiled (256 + 64 halo) = the plane resized at once.
+
+    Same bound as the seam test at scale 1 (≥ 99.9 % argmax agreement, max |Δp| ≤ 0.2). Each
+    factor brings the nuclei to about the model's size (×0.5 of 35 px, ×2 of 17 px nuclei).
+    """
+    from grunet.io import open_store
+
+    store = frame_store if factor < 1 else small_nuclei_store
+
+    out = predict_store(
+        store,
+        tmp_path / "p.zarr",
+        model=predictor,
+        tile=256,
+        halo=64,
+        diameter=predictor.object_diameter / factor,
+        progress=False,
+    )
+    tiled = zarr.open_group(str(out), mode="r")["probs"][0, :, 0].astype(np.float32)
+    stack = open_store(store)
+    plane = normalize_channels(np.asarray(stack.data[0, :, 0]), stack.normalization_ranges)
+    whole = predictor.predict_plane(plane, tile=4096, factor=factor)
+    assert tiled.shape == whole.shape == (3, 256, 256)
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() >= 0.999
+    assert np.abs(tiled - whole).max() <= 0.2
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_labels_are_on_the_image_grid_where_the_nuclei_are(predictor, factor):
+    """Val image 86f9087e (48 px nuclei) resized: labels keep its shape and match its nuclei."""
+    image, labels = resized_pair(*val_pair("86f9087e"), factor)
+    found = grunet.segment(image, predictor, diameter=label_diameter(labels))
+    assert found.shape == image.shape and found.dtype == np.uint32
+    assert evaluate_labels(labels, found)["f1_50"] >= 0.8
+
+
+def test_api_diameter_reaches_prediction(predictor, nuclei_timelapse):
+    """grunet.segment(..., diameter=d) = segmenting the probabilities predicted at D0/d."""
+    frame = nuclei_timelapse[5, :200, :200]
+    plane = normalize_channels(frame[None].astype(np.float32))
+    scale = resolve_scale(predictor.object_diameter, diameter=30.0)
+    probs = predictor.predict_plane(plane, factor=scale.factor)
+    expected = segment_plane(probs, **predictor.segmentation_options_for(scale))
+    got = grunet.segment(frame, predictor, diameter=30.0)
+    np.testing.assert_array_equal(got, expected)
+    assert predictor.segmentation_options_for(scale)["grow_radius"] == round(10 * 30.0 / 19.18)
+
+
+def grunet_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "grunet", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_cli_diameter_options_reach_prediction_and_are_recorded(frame_store, tmp_path):
+    out = tmp_path / "px.probs.zarr"
+    result = grunet_cli("predict", frame_store, "-o", out, "--diameter", 30, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    scale = zarr.open_group(str(out), mode="r").attrs["grunet"]["object_scale"]
+    assert scale["source"] == "diameter" and scale["diameter"] == 30.0
+    assert scale["factor"] == pytest.approx(19.18 / 30.0)
+    out = tmp_path / "um.probs.zarr"
+    result = grunet_cli("predict", frame_store, "-o", out, "--diameter-um", 12, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    attrs = zarr.open_group(str(out), mode="r").attrs["grunet"]
+    assert attrs["object_scale"]["diameter"] == pytest.approx(24.0)  # 12 µm / 0.5 µm per px
+    assert attrs["segmentation"]["grow_radius"] == round(10 * 24.0 / 19.18)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--diameter", "0"], "--diameter: must be a positive number"),
+        (["--diameter", "-4"], "--diameter: must be a positive number"),
+        (["--diameter", "nan"], "--diameter: must be a positive number"),
+        (["--diameter", "1e6"], "--diameter: a nucleus diameter of 1e+06 px is outside"),
+        (["--diameter-um", "0.001"], "--diameter-um: a nucleus diameter of 0.002 px"),
+    ],
+)
+def test_bad_diameter_is_one_line_naming_the_file_and_the_option(
+    frame_store, tmp_path, args, problem
+):
+    result = grunet_cli("predict", frame_store, "-o", tmp_path / "p.zarr", *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(frame_store) in result.stderr
+    assert problem in result.stderr
+    assert not (tmp_path / "p.zarr").exists()
+
+
+def test_diameter_um_without_pixel_size_names_the_file_and_the_option(tmp_path, nuclei_timelapse):
+    tifffile.imwrite(tmp_path / "frame.tif", nuclei_timelapse[0, :64, :64])
+    result = grunet_cli("run", tmp_path / "frame.tif", "-o", tmp_path / "out", "--diameter-um", 8)
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]  # after the conversion's progress bar
+    assert "error" not in result.stderr.replace(error, "")
+    assert "frame.ome.zarr: --diameter-um: the image has no physical pixel size" in error
+    assert not (tmp_path / "out" / "counts.csv").exists()
+
+
+# Nuclei of the demo time-lapse counted by eye on the frames rendered at 2× (gamma 0.5), those
+# cut by the image border included (4 in each frame): frame 0 has 15, frames 14 and 29 have 14.
+DEMO_COUNTS = {0: 15, 14: 14, 29: 14}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the first shipped model counts dim cytoplasm crescents beside the demo's nuclei as "
+    "cells at every scale (25-31 objects at the estimated diameter); a model trained with "
+    "scale and intensity augmentation (issue 13, training side) is expected to fix it",
+)
+def test_demo_time_lapse_counts_are_right_with_the_model_defaults(tmp_path, nuclei_timelapse):
+    """`grunet run` on frames 0, 14, 29 with no option: automatic diameter, model thresholds."""
+    from grunet.pipeline import run_pipeline
+
+    frames = sorted(DEMO_COUNTS)
+    tifffile.imwrite(tmp_path / "demo.tif", nuclei_timelapse[frames], photometric="minisblack")
+    counts = pd.read_csv(
+        run_pipeline([tmp_path / "demo.tif"], tmp_path / "out", axes="TYX", progress=False)
+    )
+    found = dict(zip(frames, counts.sort_values("t")["n_cells"]))
+    assert all(abs(found[t] - DEMO_COUNTS[t]) <= 1 for t in frames), found
