@@ -231,7 +231,13 @@ def test_small_planes_of_a_stack_share_forward_passes_and_match_one_at_a_time(
         return forward(self, prepared, inputs)
 
     monkeypatch.setattr(Predictor, "_forward", counting)
-    out = predict_store(store, tmp_path / "z.probs.zarr", model=predictor, progress=False)
+    out = predict_store(
+        store,
+        tmp_path / "z.probs.zarr",
+        model=predictor,
+        diameter=predictor.object_diameter,  # the model's own scale: no estimation passes
+        progress=False,
+    )
     assert batches == [6]  # one forward for the whole stack
     probs = zarr.open_group(str(out), mode="r")["probs"][0].astype(np.float32)
     stack = open_store(store)
