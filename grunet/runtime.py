@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import os
 import shutil
 import warnings
@@ -71,21 +70,19 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 # channels-last: torch.compile (inductor, frozen weights) runs ≈ 1.8× faster than eager, but the
 # first compile costs ≈ 1 min on an idle machine and up to 6 min on a busy one (seconds with a
 # warm inductor cache). At ≈ 0.5 MPix/s eager, compiling pays off beyond ≈ 200 MPix per job
-# (e.g. 30 frames of 2.6k²); the demo time-lapse (8 MPix) runs eagerly.
+# (e.g. 30 frames of 2.6k²); the demo time-lapse (8 MPix) runs eagerly. Since the eager forward
+# was restructured (issue 18), compiled and eager `small` ran at the same MPix per CPU-second
+# (512², Sapphire Rapids VM under load; 0.43-0.48 vs 0.48-0.51), and a compile took 234 s with
+# a warm inductor cache, 2058 s cold: compiling is left to explicit requests and huge jobs.
 COMPILE_MIN_PIXELS = 200_000_000
-# Once a model has been compiled on this machine, inductor's on-disk cache (kept in grunet's
-# cache folder, see cache_dir) turns a later process's compile into tracing plus cache hits,
-# ≈ 16 s on an idle 2-core machine instead of minutes; saving ≈ 1/3 of ≈ 2 s per MPix, that
-# pays beyond ≈ 25 MPix (a 5000² plane with its halos).
-WARM_COMPILE_MIN_PIXELS = 25_000_000
 CACHE_ENV = "GRUNET_CACHE_DIR"
 
 
 def cache_dir() -> Path:
     """grunet's cache folder: ``$GRUNET_CACHE_DIR``, else the platform's user cache folder.
 
-    Holds inductor's compiled kernels (``inductor/``) and the record of which models were
-    compiled here (``compiled/``); deleting it only costs a recompile.
+    Holds inductor's compiled kernels (``inductor/``), so a later process compiling the same
+    model reuses them; deleting it only costs a recompile.
     """
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
@@ -94,36 +91,16 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("grunet"))
 
 
-def model_key(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> str:
-    """A digest of the network's structure, weights, precision, device type and torch version."""
-    digest = hashlib.sha256(f"{model}|{device.type}|{dtype}|{torch.__version__}".encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:32]
-
-
-def compiled_before(key: str) -> bool:
-    """True when a model with ``key`` was compiled (and ran) with this cache folder."""
-    return (cache_dir() / "compiled" / key).is_file()
-
-
 def has_cxx_compiler() -> bool:
     """True where inductor can build CPU kernels (it needs a C++ compiler)."""
     candidates = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
     return any(c and shutil.which(c) for c in candidates)
 
 
-def should_compile(
-    device: torch.device, compile: bool | str, work_pixels: int | None, warm: bool = False
-) -> bool:
-    """Resolve ``compile`` ("auto", True, False) for a job of ``work_pixels`` pixels.
-
-    ``warm``: the model was compiled before with this cache folder (a cheaper compile).
-    """
+def should_compile(device: torch.device, compile: bool | str, work_pixels: int | None) -> bool:
+    """Resolve ``compile`` ("auto", True, False) for a job of ``work_pixels`` pixels."""
     if compile == "auto":
-        threshold = WARM_COMPILE_MIN_PIXELS if warm else COMPILE_MIN_PIXELS
-        if work_pixels is None or work_pixels < threshold:
+        if work_pixels is None or work_pixels < COMPILE_MIN_PIXELS:
             return False
         return device.type == "cuda" or (device.type == "cpu" and has_cxx_compiler())
     if isinstance(compile, str):
@@ -148,9 +125,7 @@ class PreparedModel:
         channels_last: bool,
         compile: bool,
         cast: bool = False,
-        key: str | None = None,
     ):
-        self.key = key  # model_key, recorded in the cache folder after a compiled run
         self.model = model
         self.device = device
         self.dtype = dtype
@@ -182,9 +157,7 @@ class PreparedModel:
         x = self._input(x)
         if self.compiled:
             try:
-                out = self._run(self._forward, x)
-                self._record_compiled()
-                return out
+                return self._run(self._forward, x)
             except Exception as err:  # inductor/dynamo failures have many types
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
                 warnings.warn(
@@ -195,17 +168,6 @@ class PreparedModel:
                 self.compiled = False
                 self._forward = self.model
         return self._run(self._forward, x)
-
-    def _record_compiled(self) -> None:
-        if self.key is None:
-            return
-        marker = cache_dir() / "compiled" / self.key
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        except OSError:  # a read-only cache folder only means no warm-cache shortcut
-            pass
-        self.key = None
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax over classes, float32, on the model's device."""
@@ -276,8 +238,7 @@ def prepare_model(
             fp16 autocast on CUDA); False keeps plain fp32 (the reference).
         compile: ``torch.compile`` the model (True), never (False), or "auto": only when
             ``work_pixels`` is large enough for the compile time (1-6 min on 2 CPU cores) to pay
-            off (see ``COMPILE_MIN_PIXELS``; ``WARM_COMPILE_MIN_PIXELS`` once the same model
-            was compiled with this cache folder) and a C++ compiler exists on CPU.
+            off (see ``COMPILE_MIN_PIXELS``) and a C++ compiler exists on CPU.
         work_pixels: pixels the caller will push through the model (for "auto").
 
     Returns:
@@ -303,12 +264,7 @@ def prepare_model(
     cast = dtype is not None and device.type == "cpu"
     if cast:
         model = model.to(dtype)
-    key = None
-    large = work_pixels is not None and work_pixels >= WARM_COMPILE_MIN_PIXELS
-    if fast and (compile is True or (compile == "auto" and large)):
-        key = model_key(model, device, dtype)
-    warm = key is not None and compile == "auto" and compiled_before(key)
-    use_compile = fast and should_compile(device, compile, work_pixels, warm=warm)
+    use_compile = fast and should_compile(device, compile, work_pixels)
     return PreparedModel(
         model,
         device,
@@ -316,5 +272,4 @@ def prepare_model(
         channels_last=channels_last,
         compile=use_compile,
         cast=cast,
-        key=key if use_compile else None,
     )
