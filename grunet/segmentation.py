@@ -143,18 +143,26 @@ def _face_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _resolve_seeds(
-    p: np.ndarray, opts: SegmentOptions, face_local: np.ndarray, face_final: np.ndarray, start: int
+    p: np.ndarray,
+    opts: SegmentOptions,
+    face_local: np.ndarray,
+    face_final: np.ndarray,
+    face_owned: np.ndarray,
+    start: int,
 ) -> np.ndarray:
-    """Global seed ids of one block: its own kept seeds get start+1.., face seeds use the table."""
+    """Global seed ids of one block: its own kept seeds get start+1.., face seeds use the table.
+
+    ``face_owned`` marks the face pieces that number a seed here (its root piece); other pieces
+    of the same seed (met again along this block's faces, joined elsewhere) use no id of this
+    block, even though their final id lies in its range.
+    """
     labels, n = _local_seeds(p, opts)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     is_face = np.zeros(n + 1, bool)
     is_face[face_local] = True
     own = (sizes >= opts.min_seed_size) & ~is_face
     own[0] = False
-    # a face seed is owned here iff its final id is in this block's range: roots are the smallest
-    # provisional id of a merged seed, so a foreign root lies in an earlier block (id <= start)
-    own[face_local[face_final > start]] = True
+    own[face_local[face_owned]] = True
     lut = np.zeros(n + 1, np.uint32)  # ids fit: the driver checked the total against uint32
     lut[own] = start + np.cumsum(own)[own]
     lut[face_local] = face_final
@@ -227,21 +235,20 @@ def _grow_fill(seeds: np.ndarray, priority: np.ndarray, foreground: np.ndarray, 
 
 
 def _analyse_sizes(labels: np.ndarray, min_size: int) -> dict[str, np.ndarray]:
-    """Face-touching ids with their pixel counts in this block (labels (1, Z, Y, X))."""
+    """Pixel counts of the face-touching ids, and the inner ids under ``min_size`` px."""
     ids, counts = np.unique(labels, return_counts=True)
-    face_ids = _face_ids(labels[0])
-    at_face = np.isin(ids, face_ids)
-    return {"ids": ids[at_face], "counts": counts[at_face].astype(np.int64)}
+    at_face = np.isin(ids, _face_ids(labels[0]))
+    small = ~at_face & (counts < min_size) & (ids > 0)
+    return {"ids": ids[at_face], "counts": counts[at_face].astype(np.int64), "small": ids[small]}
 
 
-def _remove_small(labels: np.ndarray, small_face_ids: np.ndarray, min_size: int) -> np.ndarray:
-    ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    drop = ~np.isin(ids, _face_ids(labels[0])) & (counts < min_size)
-    drop |= np.isin(ids, small_face_ids)
-    drop[ids == 0] = False
-    if not drop.any():
-        return labels
-    return np.where(drop[inverse.reshape(labels.shape)], 0, labels).astype(labels.dtype)
+def _remove_small(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """Zero the ``dropped`` ids (sorted) and close the gaps: ids stay consecutive."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    gone = np.isin(ids, dropped)
+    new = ids - np.searchsorted(dropped, ids).astype(ids.dtype)
+    new[gone | (ids == 0)] = 0
+    return new[inverse.reshape(labels.shape)].astype(labels.dtype)
 
 
 # --------------------------------------------------------------------------- whole-stack driver
@@ -427,14 +434,15 @@ def _seed_tables(grid, summaries, pairs, opts, first_id):
     tables, starts, pos = {}, {}, 0
     for b in grid:
         ids = summaries[b]["face_ids"]
-        tables[b] = (ids.astype(np.int64), final[pos : pos + ids.size].astype(np.uint64))
+        sl = slice(pos, pos + ids.size)
+        tables[b] = (ids.astype(np.int64), final[sl].astype(np.uint64), owned[sl].copy())
         starts[b] = int(starts_arr[index[b]])
         pos += ids.size
     return tables, starts
 
 
 def _drop_small_cells(labels: da.Array, min_size: int) -> da.Array:
-    """Remove cells under ``min_size`` px; face cells' sizes are summed across blocks."""
+    """Remove cells under ``min_size`` px (face cells' sizes summed across blocks), renumbered."""
     grid = _block_grid(labels)
     blocks = {b: labels.blocks[b] for b in grid}
     parts = dask.compute({b: dask.delayed(_analyse_sizes)(blocks[b], min_size) for b in grid})[0]
@@ -442,13 +450,10 @@ def _drop_small_cells(labels: da.Array, min_size: int) -> da.Array:
     counts = np.concatenate([p["counts"] for p in parts.values()] + [np.zeros(0, np.int64)])
     uniq, inverse = np.unique(ids, return_inverse=True)
     total = np.bincount(inverse, weights=counts, minlength=uniq.size)
-    small = uniq[total < min_size]
-    tasks = {
-        b: dask.delayed(_remove_small)(
-            blocks[b], parts[b]["ids"][np.isin(parts[b]["ids"], small)], min_size
-        )
-        for b in grid
-    }
+    inner = [p["small"] for p in parts.values()]
+    dropped = np.unique(np.concatenate([uniq[(total < min_size) & (uniq > 0)], *inner]))
+    dropped = dropped.astype(np.uint32)
+    tasks = {b: dask.delayed(_remove_small)(blocks[b], dropped) for b in grid}
     return _assemble(tasks, labels.chunks, np.uint32)
 
 

@@ -166,9 +166,9 @@ def test_each_block_gets_only_its_own_face_table(dense_or_plane, monkeypatch):
     seen = []
     original = seg._resolve_seeds
 
-    def spy(p, opts, face_local, face_final, start):
+    def spy(p, opts, face_local, *rest):
         seen.append(face_local.size)
-        return original(p, opts, face_local, face_final, start)
+        return original(p, opts, face_local, *rest)
 
     monkeypatch.setattr(seg, "_resolve_seeds", spy)
     labels = instances_from_probabilities(probs, block=64)
