@@ -46,7 +46,7 @@ def assert_same_tables(whole, chunked, mapping, image, block) -> None:
     lut = np.zeros(max(mapping) + 1, np.uint32)
     lut[list(mapping)] = list(mapping.values())
     renamed = lut[chunked]
-    stack = (lambda a: a[None] if a.ndim == 3 else a[None, None])  # noqa: E731
+    stack = lambda a: a[None] if a.ndim == 3 else a[None, None]  # noqa: E731
     ours = measure_stack(stack(renamed), stack(image)[:, None], block=block)
     ref = measure_stack(stack(whole), stack(image)[:, None])
     key = ["t", "z", "label"]
