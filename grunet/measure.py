@@ -1,22 +1,22 @@
 """Per-cell measurements: one row per cell and (t, z) plane, chunk by chunk, exact.
 
-Every plane is measured block by block (memory bounded by the block size). A cell that lies
-inside one block is measured there; a cell that touches a face shared with another block (or
-whose pixels appear in several blocks) is measured again on the crop of its whole bounding box,
-read from the full plane. Either way the values equal those of
-``skimage.measure.regionprops_table`` on the whole plane, because every property is computed
-from the cell's bounding-box crop and its absolute coordinates (``regionprops(offset=...)``).
+Every plane is measured block by block, and rows stream out in batches, so memory is bounded by
+a few blocks (plus 4 bytes per cell of the plane for the id scan) whatever the plane's size. A
+first cheap pass lists the ids of every block; a cell whose pixels all lie in one block is
+measured there, a cell found in several blocks is measured afterwards on the crop of its whole
+bounding box. Either way the values equal those of ``skimage.measure.regionprops_table`` on the
+whole plane, because every property is computed from the cell's bounding-box crop and its
+absolute coordinates (``regionprops(offset=...)``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from skimage.measure import regionprops
 
 from grunet.atomic import atomic_output, check_output_free
 from grunet.errors import InputError
+from grunet.parallel import in_order
 
 SHAPE_COLUMNS = {  # our column -> regionprops property
     "area": "area",
@@ -157,34 +158,29 @@ def _local_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), inverse
 
 
-def _block_rows(labels: np.ndarray, image: np.ndarray, origin, internal) -> dict[str, Any]:
-    """Measure the cells inside one block; report the ones on internal faces with their bbox.
+def _block_ids(labels: np.ndarray) -> np.ndarray:
+    """Sorted ids (> 0) present in a block, as uint32 (the cheap first pass)."""
+    return _local_ids(np.asarray(labels))[0][1:].astype(np.uint32)
 
-    ``internal`` = (top, bottom, left, right): whether that block face borders another block.
-    """
+
+def _block_rows(labels: np.ndarray, image, origin, shared: np.ndarray) -> dict[str, Any]:
+    """Measure the block's cells that no other block holds; bboxes of the ``shared`` ones."""
     ids, inverse = _local_ids(labels)
-    boxes = ndi.find_objects(inverse)
-    inside, crossing = np.zeros(len(ids), bool), {}
-    h, w = labels.shape
-    for local, box in enumerate(boxes, start=1):
-        ys, xs = box
-        touches = (
-            (internal[0] and ys.start == 0)
-            or (internal[1] and ys.stop == h)
-            or (internal[2] and xs.start == 0)
-            or (internal[3] and xs.stop == w)
-        )
-        if touches:
+    split = np.isin(ids, shared)
+    split[0] = False
+    crossing = {}
+    if split.any():
+        boxes = ndi.find_objects(inverse)
+        for local in np.flatnonzero(split):
+            ys, xs = boxes[local - 1]
             crossing[int(ids[local])] = (
                 origin[0] + ys.start,
                 origin[1] + xs.start,
                 origin[0] + ys.stop,
                 origin[1] + xs.stop,
             )
-        else:
-            inside[local] = True
-    local = np.where(inside[inverse], inverse, 0).astype(np.int32)
-    rows = _measure_regions(local, image, origin)
+        inverse = np.where(split[inverse], 0, inverse).astype(np.int32)
+    rows = _measure_regions(inverse, image, origin)
     rows[:, 0] = ids[rows[:, 0].astype(np.int64)]
     return {"rows": rows, "crossing": crossing}
 
@@ -209,6 +205,80 @@ def _starts(chunks: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(chunks)]).astype(int)
 
 
+def _as_dask(array) -> da.Array:
+    return array if isinstance(array, da.Array) else da.from_array(np.asarray(array), -1)
+
+
+def iter_plane_rows(
+    labels,
+    image=None,
+    *,
+    block: int | tuple[int, int] | None = None,
+) -> Iterator[np.ndarray]:
+    """Per-cell rows of one (Y, X) label plane, in batches, block by block (bounded memory).
+
+    Args:
+        labels: (Y, X) integer labels (numpy or dask).
+        image: (C, Y, X) intensities (numpy or dask) or None.
+        block: YX block size; None keeps the dask chunks (numpy: the whole plane at once).
+
+    Yields:
+        (n, len(FIELDS) + 4 C) float64 arrays (see :func:`measure_plane`): first the cells of
+        each block that lie in that block alone (blocks in raster order, rows sorted by label),
+        then the cells found in several blocks. Every cell of the plane appears once.
+    """
+    labels = _as_dask(labels)
+    image = None if image is None else _as_dask(image)
+    if block is not None:
+        by, bx = (block, block) if np.isscalar(block) else block
+        labels = labels.rechunk((int(by), int(bx)))
+    ys, xs = _starts(labels.chunks[0]), _starts(labels.chunks[1])
+    grid = list(np.ndindex(len(ys) - 1, len(xs) - 1))
+
+    def region(ij):
+        i, j = ij
+        return slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1])
+
+    def read(array, sl):
+        return np.asarray(array[sl].compute(scheduler="sync"))
+
+    # pass 1: which ids live in more than one block (4 bytes per cell and block)
+    found = list(in_order(lambda ij: _block_ids(read(labels, region(ij))), grid))
+    ids, counts = np.unique(np.concatenate([*found, np.zeros(0, np.uint32)]), return_counts=True)
+    shared = ids[counts > 1]
+    del found, ids, counts
+
+    def measure(ij):
+        sl = region(ij)
+        img = None if image is None else read(image, (slice(None), *sl))
+        return _block_rows(read(labels, sl), img, (sl[0].start, sl[1].start), shared)
+
+    boxes: dict[int, tuple] = {}
+    for part in in_order(measure, grid):
+        if len(part["rows"]):
+            yield part["rows"]
+        for label, (y0, x0, y1, x1) in part["crossing"].items():
+            old = boxes.get(label, (y0, x0, y1, x1))
+            boxes[label] = (min(old[0], y0), min(old[1], x0), max(old[2], y1), max(old[3], x1))
+    # cells in several blocks: one window read per group of cells starting in the same block
+    groups: dict[tuple[int, int], list[tuple[int, tuple]]] = {}
+    for label, box in sorted(boxes.items()):
+        key = (np.searchsorted(ys, box[0], "right"), np.searchsorted(xs, box[1], "right"))
+        groups.setdefault(key, []).append((label, box))
+    del boxes
+
+    def crossing(cells):
+        window = np.asarray([box for _, box in cells])
+        y0, x0 = window[:, 0].min(), window[:, 1].min()
+        sl = (slice(y0, window[:, 2].max()), slice(x0, window[:, 3].max()))
+        img = None if image is None else read(image, (slice(None), *sl))
+        return _crossing_rows(cells, read(labels, sl), img, (y0, x0))
+
+    for part in in_order(crossing, list(groups.values())):
+        if part:
+            yield np.stack(part)
+
+
 def measure_plane(
     labels,
     image=None,
@@ -226,53 +296,9 @@ def measure_plane(
         (n_cells, len(FIELDS) + 4 C) float64 array, one row per cell sorted by label: FIELDS,
         then per channel mean, min, max and integrated intensity; equal to whole-plane values.
     """
-    labels = labels if isinstance(labels, da.Array) else da.from_array(np.asarray(labels), -1)
-    if image is not None:
-        image = image if isinstance(image, da.Array) else da.from_array(np.asarray(image), -1)
-    if block is not None:
-        by, bx = (block, block) if np.isscalar(block) else block
-        labels = labels.rechunk((int(by), int(bx)))
-    ys, xs = _starts(labels.chunks[0]), _starts(labels.chunks[1])
-    ny, nx = len(ys) - 1, len(xs) - 1
-    tasks = []
-    for i, j in np.ndindex(ny, nx):
-        sl = (slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1]))
-        internal = (i > 0, i < ny - 1, j > 0, j < nx - 1)
-        img = None if image is None else image[(slice(None), *sl)]
-        tasks.append(dask.delayed(_block_rows)(labels.blocks[i, j], img, (ys[i], xs[j]), internal))
-    parts = dask.compute(*tasks)
-    found: dict[int, list[np.ndarray]] = {}
-    boxes: dict[int, list] = {}
-    for part in parts:
-        for row in part["rows"]:
-            found.setdefault(int(row[0]), []).append(row)
-        for label, box in part["crossing"].items():
-            boxes.setdefault(label, []).append(box)
-    rows: dict[int, np.ndarray] = {}
-    for label, measured in found.items():
-        if len(measured) == 1 and label not in boxes:
-            rows[label] = measured[0]
-        else:  # pixels in several blocks (a disconnected cross-section): measure it whole
-            boxes.setdefault(label, []).extend(tuple(r[3:7].astype(np.int64)) for r in measured)
-    # cells on block faces: one window read per group of cells starting in the same block
-    groups: dict[tuple[int, int], list[tuple[int, tuple]]] = {}
-    for label, parts_ in boxes.items():
-        b = np.asarray(parts_, np.int64)
-        box = (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
-        key = (np.searchsorted(ys, box[0], "right"), np.searchsorted(xs, box[1], "right"))
-        groups.setdefault(key, []).append((label, box))
-    crops = []
-    for cells in groups.values():
-        window = np.asarray([box for _, box in cells])
-        y0, x0 = window[:, 0].min(), window[:, 1].min()
-        sl = (slice(y0, window[:, 2].max()), slice(x0, window[:, 3].max()))
-        img = None if image is None else image[(slice(None), *sl)]
-        crops.append(dask.delayed(_crossing_rows)(cells, labels[sl], img, (y0, x0)))
-    for part in dask.compute(*crops):
-        for row in part:
-            rows[int(row[0])] = row
     width = len(FIELDS) + 4 * (0 if image is None else image.shape[0])
-    return np.stack([rows[k] for k in sorted(rows)]) if rows else np.zeros((0, width))
+    rows = np.concatenate([*iter_plane_rows(labels, image, block=block), np.zeros((0, width))])
+    return rows[np.argsort(rows[:, 0], kind="stable")]
 
 
 def _plane_frame(rows: np.ndarray, channels: list[str], t: int, z: int, pixel_sizes):
@@ -301,6 +327,73 @@ def _plane_frame(rows: np.ndarray, channels: list[str], t: int, z: int, pixel_si
     return frame
 
 
+BATCH_ROWS = 65536  # rows per Parquet batch of measure_store (a few tens of MiB)
+
+
+def _check_stack(labels, image):
+    if labels.ndim == 5:
+        labels = labels[:, 0]
+    if labels.ndim != 4:
+        raise ValueError(f"labels must be (T, 1, Z, Y, X) or (T, Z, Y, X), got {labels.shape}")
+    if image is not None and (image.shape[0], *image.shape[2:]) != tuple(labels.shape):
+        raise ValueError(f"image {image.shape} does not match labels {labels.shape}")
+    return labels
+
+
+def iter_tables(
+    labels,
+    image=None,
+    *,
+    channel_names: Sequence[str] | None = None,
+    pixel_sizes: dict[str, float | None] | None = None,
+    sample: str = "sample",
+    metadata: dict[str, Any] | None = None,
+    block: int | tuple[int, int] | None = None,
+    progress: bool = False,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The per-cell table of a labelled stack in batches of about ``batch_rows`` rows.
+
+    Arguments as :func:`measure_stack`. Batches come plane by plane ((t, z) order); within a
+    plane, cells lying in one block come block by block, cells spanning blocks last. Memory
+    stays bounded by a few blocks and one batch, whatever the stack's size. The first batch
+    always comes (empty if there are no cells), so a writer learns the columns.
+    """
+    labels = _check_stack(labels, image)
+    n_channels = 0 if image is None else image.shape[1]
+    names = list(channel_names) if channel_names else [f"ch{i}" for i in range(n_channels)]
+    channels = channel_column_names(names)
+    pixel_sizes = pixel_sizes or {}
+    columns = table_columns(names) + list(metadata or {})
+    for key in metadata or {}:
+        if key in table_columns(names):
+            raise InputError(None, f"metadata key {key!r} clashes with a measurement column")
+
+    def finish(rows, t, z):
+        frame = _plane_frame(rows, channels, t, z, pixel_sizes)
+        frame.insert(0, "sample", pd.Series([sample] * len(frame), dtype=object))
+        for key, value in (metadata or {}).items():
+            frame[key] = pd.Series([value] * len(frame), dtype=object)
+        return frame[columns]
+
+    width = len(FIELDS) + 4 * n_channels
+    sent = False
+    for t, z in _planes(labels.shape[0], labels.shape[1], progress):
+        plane_image = None if image is None else image[t, :, z]
+        pending, size = [], 0
+        for rows in iter_plane_rows(labels[t, z], plane_image, block=block):
+            pending.append(rows)
+            size += len(rows)
+            if size >= batch_rows:
+                yield finish(np.concatenate(pending), t, z)
+                pending, size, sent = [], 0, True
+        if pending:
+            yield finish(np.concatenate(pending), t, z)
+            sent = True
+    if not sent:
+        yield finish(np.zeros((0, width)), 0, 0)
+
+
 def measure_stack(
     labels,
     image=None,
@@ -324,35 +417,24 @@ def measure_stack(
         progress: tqdm bar over planes on stderr.
 
     Returns:
-        DataFrame with :func:`table_columns` then the metadata columns (empty if no cells).
+        DataFrame with :func:`table_columns` then the metadata columns (empty if no cells),
+        rows sorted by (t, z, label). For tables larger than memory use :func:`iter_tables`.
 
     Example:
         >>> table = measure_stack(labels, image, channel_names=["DAPI"])  # doctest: +SKIP
     """
-    if labels.ndim == 5:
-        labels = labels[:, 0]
-    if labels.ndim != 4:
-        raise ValueError(f"labels must be (T, 1, Z, Y, X) or (T, Z, Y, X), got {labels.shape}")
-    n_channels = 0 if image is None else image.shape[1]
-    if image is not None and (image.shape[0], *image.shape[2:]) != tuple(labels.shape):
-        raise ValueError(f"image {image.shape} does not match labels {labels.shape}")
-    names = list(channel_names) if channel_names else [f"ch{i}" for i in range(n_channels)]
-    channels = channel_column_names(names)
-    pixel_sizes = pixel_sizes or {}
-    frames = []
-    for t, z in _planes(labels.shape[0], labels.shape[1], progress):
-        plane_image = None if image is None else image[t, :, z]
-        rows = measure_plane(labels[t, z], plane_image, block=block)
-        frames.append(_plane_frame(rows, channels, t, z, pixel_sizes))
-    if not frames:
-        frames = [_plane_frame(np.zeros((0, len(FIELDS) + 4 * n_channels)), channels, 0, 0, {})]
-    table = pd.concat(frames, ignore_index=True)
-    table.insert(0, "sample", pd.Series([sample] * len(table), dtype=object))
-    for key, value in (metadata or {}).items():
-        if key in table.columns:
-            raise InputError(None, f"metadata key {key!r} clashes with a measurement column")
-        table[key] = pd.Series([value] * len(table), dtype=object)
-    return table[table_columns(names) + list(metadata or {})]
+    frames = iter_tables(
+        labels,
+        image,
+        channel_names=channel_names,
+        pixel_sizes=pixel_sizes,
+        sample=sample,
+        metadata=metadata,
+        block=block,
+        progress=progress,
+    )
+    table = pd.concat(list(frames), ignore_index=True)
+    return table.sort_values(["t", "z", "label"], kind="stable", ignore_index=True)
 
 
 def _planes(n_t: int, n_z: int, progress: bool) -> Iterator[tuple[int, int]]:
@@ -365,9 +447,16 @@ def _planes(n_t: int, n_z: int, progress: bool) -> Iterator[tuple[int, int]]:
 
 
 def write_table(
-    table: pd.DataFrame, out_parquet: str | Path, provenance: dict, *, overwrite: bool = False
+    table: pd.DataFrame | Iterable[pd.DataFrame],
+    out_parquet: str | Path,
+    provenance: dict,
+    *,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Write ``table`` as Parquet (provenance in the schema metadata) and CSV beside, atomically.
+    """Write a table (or its batches) as Parquet (provenance in the schema) and CSV, atomically.
+
+    Batches are appended as they come (one Parquet row group and one CSV chunk each), so a table
+    larger than memory streams through; all batches must have the first one's columns.
 
     Returns:
         (parquet path, csv path).
@@ -379,15 +468,37 @@ def write_table(
     out_csv = out_parquet.with_suffix(".csv")
     check_output_free(out_parquet, overwrite)
     check_output_free(out_csv, overwrite)
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = dict(arrow.schema.metadata or {})
-    meta[b"grunet"] = json.dumps(provenance, default=str).encode()
-    arrow = arrow.replace_schema_metadata(meta)
-    with atomic_output(out_parquet, overwrite=overwrite) as tmp:
-        pq.write_table(arrow, tmp)
-    with atomic_output(out_csv, overwrite=overwrite) as tmp:
-        table.to_csv(tmp, index=False)
+    batches = iter([table]) if isinstance(table, pd.DataFrame) else iter(table)
+    with (
+        atomic_output(out_parquet, overwrite=overwrite) as tmp_parquet,
+        atomic_output(out_csv, overwrite=overwrite) as tmp_csv,
+        open(tmp_csv, "w", newline="") as csv,
+    ):
+        writer, schema = None, None
+        try:
+            for batch in batches:
+                arrow = pa.Table.from_pandas(batch, preserve_index=False, schema=schema)
+                if writer is None:
+                    meta = dict(arrow.schema.metadata or {})
+                    meta[b"grunet"] = json.dumps(provenance, default=str).encode()
+                    schema = _settled_schema(arrow.schema).with_metadata(meta)
+                    writer = pq.ParquetWriter(tmp_parquet, schema)
+                    arrow = arrow.cast(schema)
+                    batch.iloc[:0].to_csv(csv, index=False)
+                writer.write_table(arrow)
+                batch.to_csv(csv, index=False, header=False)
+        finally:
+            if writer is not None:
+                writer.close()
     return out_parquet, out_csv
+
+
+def _settled_schema(schema):
+    """Columns whose type the first batch could not tell (all null) are stored as strings."""
+    import pyarrow as pa
+
+    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
 
 
 def read_provenance(parquet: str | Path) -> dict[str, Any]:
@@ -450,7 +561,7 @@ def measure_store(
         zarr.open_group(str(image_store / "labels" / labels), mode="r").attrs.get("grunet", {})
     )
     sample = sample or sample_name(image_store)
-    table = measure_stack(
+    batches = iter_tables(
         label_data,
         stack.data,
         channel_names=stack.channel_names,
@@ -475,5 +586,5 @@ def measure_store(
         "pixel_sizes": stack.pixel_sizes,
         "channel_names": stack.channel_names,
     }
-    write_table(table, out_parquet, provenance, overwrite=overwrite)
+    write_table(batches, out_parquet, provenance, overwrite=overwrite)
     return out_parquet

@@ -1,22 +1,28 @@
-"""Class probabilities → instance labels, chunk by chunk, identical to segmenting at once.
+"""Class probabilities → instance labels, block by block, identical to segmenting at once.
 
 Pipeline (each step a function of local data, so chunked and whole-image results are equal):
 
 1. **Masks** (per pixel): foreground = ``1 - P(background) > foreground_threshold``;
    seeds = foreground ``& P(interior) > seed_threshold``.
-2. **Seeds** are connected components of the seed mask (4-connected in 2D, 6-connected in 3D),
-   labelled per block and merged across block faces (union-find over the pairs of ids that touch
-   at a face). Components smaller than ``min_seed_size`` are dropped. Global ids are consecutive,
-   assigned block by block; each worker receives only the few ids of *its* face components, never
-   the whole relabel table.
+2. **Seeds** are connected components of the seed mask (4-connected in 2D, 6-connected in 3D).
+   Each block labels its own seeds once; a seed that touches a block face is a *face piece*.
+   Face pieces that meet across a face are joined (union-find over a compact table of face
+   pieces), and a joined seed is numbered by its first piece in block order (its *root*). Seeds
+   (joined) smaller than ``min_seed_size`` are dropped. Ids are consecutive, block by block.
 3. **Growth**: ``grow_radius`` synchronous steps; an unlabelled foreground pixel joins the
    labelled neighbour of highest P(interior) (ties: first in a fixed neighbour order). A pixel's
    label depends only on data within ``grow_radius`` px, so blocks grown with a larger halo are
    exact. A distance-limited seeded watershed: cells split along the interior-probability valley.
 4. **Holes**: background regions of at most ``max_hole_size`` px enclosed by a single cell (per
    z-plane, 4-connected) join that cell. Small holes are local too, so the halo covers them.
-5. **Minimum size**: cells under ``min_size`` px are removed; sizes of cells that touch block faces
-   are summed over blocks (cells are connected, so any other cell lies inside one block).
+5. **Minimum size**: cells under ``min_size`` px are removed and the ids closed up; sizes of
+   cells that touch block faces are summed over blocks (any other cell lies inside one block).
+
+Memory is bounded by a few blocks whatever the image size: pass 1 labels the seeds of each block
+and keeps them (block-local ids) with the growth priorities in a scratch store (in memory for
+in-memory inputs, else a temporary folder on disk); pass 2 grows each block from its own
+scratch data plus a halo read from its neighbours' scratch data, mapping their block-local ids
+through the face table. The driver holds only that table and one row of block faces.
 
 2D mode segments every (t, z) plane on its own; 3D mode (``three_d=True``, default when Z > 1)
 labels seeds and grows them across z within a t (blocks span all of Z, YX is chunked). Ids are
@@ -26,10 +32,13 @@ ids than uint32 holds is refused rather than wrapped around.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from itertools import product
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dask
 import dask.array as da
@@ -38,8 +47,9 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from grunet.atomic import check_output_free
+from grunet.atomic import check_output_free, remove_abandoned_temporaries, temporary_sibling
 from grunet.errors import InputError
+from grunet.parallel import in_order
 
 UINT32_MAX = np.iinfo(np.uint32).max
 MAX_BLOCK_VOXELS = 2**24  # default 3D blocks (all of Z) are cut in YX to about this many voxels
@@ -71,67 +81,255 @@ class SegmentOptions:
         return self.grow_radius + self.max_hole_size + 3
 
 
-# --------------------------------------------------------------------------- per-block kernels
-
-
-def _seed_mask(p: np.ndarray, opts: SegmentOptions) -> np.ndarray:
-    """Seed pixels of a (3, Z, Y, X) probability block (pointwise): foreground & interior."""
-    p1 = np.nan_to_num(np.asarray(p[1], dtype=np.float32), nan=0.0)
-    return _foreground(p[0], opts.foreground_threshold) & (p1 > np.float32(opts.seed_threshold))
-
-
-def _priority(p1: np.ndarray) -> np.ndarray:
-    return np.nan_to_num(p1, nan=0.0) if p1.dtype.kind == "f" else p1
+# --------------------------------------------------------------------------- per-pixel masks
 
 
 def _foreground(p0: np.ndarray, threshold: float) -> np.ndarray:
     return (np.float32(1.0) - np.asarray(p0, np.float32)) > np.float32(threshold)
 
 
-_STRUCTURE = ndi.generate_binary_structure(3, 1)  # 6-connected; a 1-plane block is 4-connected
+def _masks(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Seed mask and growth priority of a (3, Z, Y, X) probability block (pointwise).
+
+    The priority is P(interior) (NaN and negatives as 0) on the foreground and -1 elsewhere, so
+    one array carries both what growth compares and where it may go. It keeps a float16/32/64
+    input's dtype (float16 compares exactly as it is); other dtypes become float32.
+    """
+    p1 = np.asarray(p[1])
+    if p1.dtype.kind != "f":
+        p1 = p1.astype(np.float32)
+    wide = p1.astype(np.float32) if p1.dtype.itemsize < 4 else p1
+    if np.isnan(wide).any() or (wide < 0).any():  # rare: repair, then back to the stored dtype
+        wide = np.maximum(np.nan_to_num(wide, nan=0.0), 0)
+        p1 = wide.astype(p1.dtype)
+    foreground = _foreground(p[0], opts.foreground_threshold)
+    seeds = foreground & (wide > np.float32(opts.seed_threshold))
+    priority = np.where(foreground, p1, p1.dtype.type(-1))
+    return seeds, priority
 
 
-def _local_seeds(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, int]:
-    labels, n = ndi.label(_seed_mask(p, opts), structure=_STRUCTURE)
-    return labels, int(n)
+# --------------------------------------------------------------------------- growth, holes
 
 
-def _faces(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The four YX faces of a (Z, Y, X) block (z faces never touch another block)."""
-    return {
-        "top": labels[:, 0, :],
-        "bottom": labels[:, -1, :],
-        "left": labels[:, :, 0],
-        "right": labels[:, :, -1],
-    }
+def _grow(seeds: np.ndarray, priority: np.ndarray, radius: int) -> np.ndarray:
+    """Grow labelled seeds (Z, Y, X) into the foreground (priority >= 0) for ``radius`` steps.
+
+    Each step visits only the front: unlabelled foreground pixels next to a labelled one. A
+    single plane is grown with its 4 YX neighbours only (no z look-ups).
+    """
+    dims = seeds.shape if seeds.shape[0] > 1 else seeds.shape[1:]
+    labels = np.pad(seeds.reshape(dims), 1)
+    prio = np.pad(priority.reshape(dims), 1, constant_values=-1)
+    strides = np.cumprod((1,) + labels.shape[:0:-1])[::-1]  # C-order element strides
+    offsets = [-strides[-2], -strides[-1], strides[-1], strides[-2]]
+    if len(dims) == 3:
+        offsets += [-strides[0], strides[0]]
+    flat, flat_prio = labels.ravel(), prio.ravel()
+    free = (flat_prio >= 0) & (flat == 0)  # may still be grown into
+    front = _next_front(np.flatnonzero(flat), offsets, free) if radius else None
+    for step in range(radius):
+        if front.size == 0:
+            break
+        best = np.zeros(front.size, flat.dtype)
+        best_p = np.full(front.size, -np.inf, flat_prio.dtype)
+        for off in offsets:  # fixed order: ties go to the first neighbour in it
+            neighbour = front + off
+            lab, pr = flat[neighbour], flat_prio[neighbour]
+            take = (lab > 0) & (pr > best_p)
+            best[take], best_p[take] = lab[take], pr[take]
+        flat[front] = best  # synchronous: all reads happened before this write
+        free[front] = False
+        if step + 1 < radius:
+            front = _next_front(front, offsets, free)
+    inner = labels[(slice(1, -1),) * labels.ndim]
+    return np.ascontiguousarray(inner).reshape(seeds.shape)
 
 
-def _face_ids(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(np.concatenate([f.ravel() for f in _faces(labels).values()]))
-    return ids[ids > 0]
+def _next_front(grown: np.ndarray, offsets: list[int], free: np.ndarray) -> np.ndarray:
+    """Free pixels next to any of the ``grown`` (flat indices), each once, in index order."""
+    mark = np.zeros(free.size, bool)
+    for off in offsets:
+        mark[grown + off] = True  # the padding keeps every neighbour index in range
+    mark &= free
+    return np.flatnonzero(mark)
 
 
-def _analyse_seeds(p: np.ndarray, opts: SegmentOptions) -> dict[str, Any]:
-    """Per-block seed summary: counts, face components and the faces themselves."""
-    labels, n = _local_seeds(p, opts)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    face_ids = _face_ids(labels)
+def _fill_holes(labels: np.ndarray, max_hole_size: int) -> np.ndarray:
+    """Fill background regions (≤ max_hole_size px, per plane) enclosed by one label (in place)."""
+    if max_hole_size <= 0:
+        return labels
+    labels = np.ascontiguousarray(labels)
+    for plane in labels:
+        holes, n = ndi.label(plane == 0)
+        if n == 0:
+            continue
+        sizes = np.bincount(holes.ravel(), minlength=n + 1)
+        candidate = sizes <= max_hole_size
+        candidate[0] = False
+        border = np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])
+        candidate[border] = False  # touching the (extended) block border: not known to be closed
+        if not candidate.any():
+            continue
+        inside = np.flatnonzero(candidate[holes].ravel())  # never on the border: no wrap-around
+        width = plane.shape[1]
+        hole_of = holes.ravel()[inside]
+        flat = plane.reshape(-1)  # a view: filled in place
+        around = np.concatenate([flat[inside + off] for off in (-width, -1, 1, width)])
+        which = np.tile(hole_of, 4)
+        low = np.full(n + 1, UINT32_MAX + 1, np.int64)
+        high = np.zeros(n + 1, np.int64)
+        sel = around > 0
+        np.minimum.at(low, which[sel], around[sel].astype(np.int64))
+        np.maximum.at(high, which[sel], around[sel].astype(np.int64))
+        fill = candidate & (low == high) & (high > 0)
+        take = fill[hole_of]
+        flat[inside[take]] = high[hole_of[take]].astype(plane.dtype)
+    return labels
+
+
+# --------------------------------------------------------------------------- block grid, scratch
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Blocks (t, z, i, j) of a (T, Z, Y, X) stack: z is a plane (2D) or all of Z (3D)."""
+
+    shape: tuple[int, int, int, int]
+    three_d: bool
+    ys: np.ndarray  # block boundaries along Y (len n_i + 1)
+    xs: np.ndarray
+
+    @property
+    def keys(self) -> list[tuple[int, int, int, int]]:
+        T, Z = self.shape[:2]
+        zs = range(1) if self.three_d else range(Z)
+        ny, nx = len(self.ys) - 1, len(self.xs) - 1
+        return [(t, z, i, j) for t in range(T) for z in zs for i in range(ny) for j in range(nx)]
+
+    def zslice(self, z: int) -> slice:
+        return slice(None) if self.three_d else slice(z, z + 1)
+
+    def region(self, key) -> tuple[slice, slice]:
+        _, _, i, j = key
+        return slice(self.ys[i], self.ys[i + 1]), slice(self.xs[j], self.xs[j + 1])
+
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        T, Z = self.shape[:2]
+        zc = (Z,) if self.three_d else (1,) * Z
+        return ((1,) * T, zc, tuple(np.diff(self.ys)), tuple(np.diff(self.xs)))
+
+
+def _boundaries(n: int, block: int | Iterable[int]) -> np.ndarray:
+    """Block edges along an axis of length n: blocks of ``block`` px, or the given sizes."""
+    if np.isscalar(block):
+        sizes = [block] * (n // block) + ([n % block] if n % block else [])
+    else:
+        sizes = list(block)
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _grid(probs, block, three_d: bool) -> _Grid:
+    T, _, Z, Y, X = probs.shape
+    if block is not None:
+        by, bx = (block, block) if np.isscalar(block) else block
+        if int(by) < 1 or int(bx) < 1:
+            raise ValueError(f"block sizes must be positive, got {block}")
+        ys, xs = _boundaries(Y, int(by)), _boundaries(X, int(bx))
+    elif isinstance(probs, da.Array):
+        ys, xs = _boundaries(Y, probs.chunks[3]), _boundaries(X, probs.chunks[4])
+    else:
+        ys, xs = _boundaries(Y, max(Y, 1)), _boundaries(X, max(X, 1))
+    if (
+        block is None
+        and three_d
+        and Z * int(np.diff(ys).max(initial=0)) * int(np.diff(xs).max(initial=0)) > MAX_BLOCK_VOXELS
+    ):
+        side = max(int(np.sqrt(MAX_BLOCK_VOXELS / Z)), 128)  # whole-Z blocks stay ~64 MiB/array
+        ys, xs = _boundaries(Y, side), _boundaries(X, side)
+    return _Grid((T, Z, Y, X), three_d, ys, xs)
+
+
+class _Scratch:
+    """Per-block arrays between the passes: in memory, or .npy files in a temporary folder.
+
+    Files are read through memory maps, so a halo read touches only the rows it needs; the
+    folder is removed when this object is garbage collected (the lazy labels hold it).
+    """
+
+    def __init__(self, parent: str | Path | None, in_memory: bool):
+        self._memory: dict | None = {} if in_memory else None
+        self.folder: Path | None = None
+        if not in_memory:
+            if parent is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="grunet-segment-"))
+            else:
+                self.folder = temporary_sibling(parent)
+                self.folder.mkdir(parents=True)
+            weakref.finalize(self, shutil.rmtree, str(self.folder), True)
+
+    def _path(self, key, name: str) -> Path:
+        return self.folder / f"{name}-{'-'.join(map(str, key))}.npy"
+
+    def put(self, key, name: str, array: np.ndarray) -> None:
+        if self._memory is not None:
+            self._memory[key, name] = array
+        else:
+            np.save(self._path(key, name), array)
+
+    def get(self, key, name: str, region=(Ellipsis,)) -> np.ndarray:
+        if self._memory is not None:
+            return self._memory[key, name][region]
+        mapped = np.load(self._path(key, name), mmap_mode="r")
+        out = np.array(mapped[region])
+        del mapped
+        return out
+
+    def drop(self, name: str) -> None:
+        if self._memory is not None:
+            for k in [k for k in self._memory if k[1] == name]:
+                del self._memory[k]
+
+
+# --------------------------------------------------------------------------- pass 1: seeds
+
+
+def _reader(probs) -> Callable:
+    """read(t, zslice, yslice, xslice) -> (3, z, y, x) numpy block of the probabilities."""
+    if isinstance(probs, da.Array):
+        return lambda t, z, y, x: np.asarray(probs[t, :, z, y, x].compute(scheduler="sync"))
+    return lambda t, z, y, x: np.asarray(probs[t, :, z, y, x])
+
+
+def _label_block(p: np.ndarray, opts: SegmentOptions) -> dict:
+    """Label one block's seeds once: inner seeds 1..k (small ones dropped), face pieces k+1.."""
+    seed_mask, priority = _masks(p, opts)
+    labels, n = ndi.label(seed_mask, structure=_STRUCTURE)
+    faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
     is_face = np.zeros(n + 1, bool)
-    is_face[face_ids] = True
-    small = np.flatnonzero((sizes < opts.min_seed_size) & ~is_face)
-    small = small[small > 0]
+    for face in faces:
+        is_face[face.ravel()] = True
+    is_face[0] = False
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    inner = ~is_face & (sizes >= opts.min_seed_size)
+    inner[0] = False
+    k = int(inner.sum())
+    f = int(is_face.sum())
+    new = np.zeros(n + 1, np.uint32)
+    new[inner] = np.arange(1, k + 1, dtype=np.uint32)
+    new[is_face] = np.arange(k + 1, k + f + 1, dtype=np.uint32)
+    dtype = np.uint16 if k + f < 2**16 else np.uint32
+    compact = new.astype(dtype)[labels]
     return {
-        "n": n,
-        "face_ids": face_ids,
-        "face_sizes": sizes[face_ids].astype(np.int64),
-        "small_below": np.searchsorted(small, face_ids).astype(np.int64),
-        "n_small": int(small.size),
-        **{key: face.copy() for key, face in _faces(labels).items()},
+        "seeds": compact,
+        "priority": priority,
+        "k": k,
+        "face_sizes": sizes[is_face].astype(np.int64),  # in face-piece order (k+1..k+f)
+        "faces": [compact[:, -1].copy(), compact[:, :, -1].copy()],  # bottom, right
+        "tops": [compact[:, 0].copy(), compact[:, :, 0].copy()],  # top, left
     }
 
 
-def _summary(analysis: dict[str, Any]) -> dict[str, Any]:
-    return {k: analysis[k] for k in ("n", "face_ids", "face_sizes", "small_below", "n_small")}
+_STRUCTURE = ndi.generate_binary_structure(3, 1)  # 6-connected; a 1-plane block is 4-connected
 
 
 def _face_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -142,137 +340,245 @@ def _face_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unique(np.stack([a[both], b[both]], axis=1).astype(np.int64), axis=0)
 
 
-def _resolve_seeds(
-    p: np.ndarray,
-    opts: SegmentOptions,
-    face_local: np.ndarray,
-    face_final: np.ndarray,
-    face_owned: np.ndarray,
-    start: int,
-) -> np.ndarray:
-    """Global seed ids of one block: its own kept seeds get start+1.., face seeds use the table.
+@dataclass
+class _SeedTable:
+    """Per block: k inner seeds, first face-piece index, face-piece count; final ids after join."""
 
-    ``face_owned`` marks the face pieces that number a seed here (its root piece); other pieces
-    of the same seed (met again along this block's faces, joined elsewhere) use no id of this
-    block, even though their final id lies in its range.
-    """
-    labels, n = _local_seeds(p, opts)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    is_face = np.zeros(n + 1, bool)
-    is_face[face_local] = True
-    own = (sizes >= opts.min_seed_size) & ~is_face
-    own[0] = False
-    own[face_local[face_owned]] = True
-    lut = np.zeros(n + 1, np.uint32)  # ids fit: the driver checked the total against uint32
-    lut[own] = start + np.cumsum(own)[own]
-    lut[face_local] = face_final
-    return lut[labels][None]  # (1, Z, Y, X)
+    k: dict = field(default_factory=dict)
+    face_start: dict = field(default_factory=dict)
+    face_count: dict = field(default_factory=dict)
+    start: dict = field(default_factory=dict)  # ids of a block start at start + 1
+    face_final: dict = field(default_factory=dict)  # final id of each face piece (0: dropped)
+
+    def lut(self, key) -> np.ndarray:
+        """Block-local seed id -> final id."""
+        k, start = self.k[key], self.start[key]
+        inner = np.arange(start + 1, start + k + 1, dtype=np.uint32)
+        return np.concatenate([[np.uint32(0)], inner, self.face_final[key]]).astype(np.uint32)
 
 
-def _grow(seeds: np.ndarray, priority: np.ndarray, foreground: np.ndarray, radius: int):
-    """Grow labelled seeds into the foreground for ``radius`` synchronous steps (new array)."""
-    labels = np.pad(seeds, 1)
-    prio = np.pad(priority, 1)
-    shape = labels.shape
-    strides = np.cumprod((1,) + shape[:0:-1])[::-1]  # C-order element strides of (Z, Y, X)
-    offsets = [-strides[1], -strides[2], strides[2], strides[1], -strides[0], strides[0]]
-    flat, flat_prio = labels.ravel(), prio.ravel()
-    remaining = np.flatnonzero(np.pad(foreground, 1).ravel() & (flat == 0))
-    for _ in range(radius):
-        if remaining.size == 0:
-            break
-        best = np.zeros(remaining.size, flat.dtype)
-        best_p = np.full(remaining.size, -np.inf, np.float64)
-        for off in offsets:  # fixed order: ties go to the first neighbour in it
-            neighbour = remaining + off
-            lab, pr = flat[neighbour], flat_prio[neighbour]
-            take = (lab > 0) & (pr > best_p)
-            best[take], best_p[take] = lab[take], pr[take]
-        grown = best > 0
-        flat[remaining[grown]] = best[grown]  # synchronous: all reads happened before this write
-        remaining = remaining[~grown]
-    return labels[1:-1, 1:-1, 1:-1]
+def _seed_pass(grid: _Grid, probs, opts: SegmentOptions, scratch: _Scratch, first_id: int):
+    """Pass 1: label every block's seeds into the scratch store and join them across faces."""
+    read = _reader(probs)
+    keys = grid.keys
+
+    def work(key):
+        t, z, _, _ = key
+        ys, xs = grid.region(key)
+        result = _label_block(read(t, grid.zslice(z), ys, xs), opts)
+        scratch.put(key, "seeds", result.pop("seeds"))
+        scratch.put(key, "priority", result.pop("priority"))
+        return result
+
+    table = _SeedTable()
+    sizes, edges = [], []
+    above: dict = {}  # (t, z, j) -> bottom face of the block above (one row of faces)
+    left = None  # right face of the block to the left
+    n_faces = 0
+    for key, result in zip(keys, in_order(work, keys)):
+        t, z, i, j = key
+        k = result["k"]
+        table.k[key], table.face_start[key] = k, n_faces
+        table.face_count[key] = result["face_sizes"].size
+        sizes.append(result["face_sizes"])
+        top, left_face = result["tops"]
+        for neighbour, mine, other in (
+            ((t, z, i - 1, j), top, above.get((t, z, j))),
+            ((t, z, i, j - 1), left_face, left if j > 0 else None),
+        ):
+            if other is None:
+                continue
+            pairs = _face_pairs(other, mine)
+            if pairs.size:
+                edges.append(
+                    np.stack(
+                        [
+                            table.face_start[neighbour] + pairs[:, 0] - table.k[neighbour] - 1,
+                            n_faces + pairs[:, 1] - k - 1,
+                        ],
+                        axis=1,
+                    )
+                )
+        above[(t, z, j)], left = result["faces"]
+        n_faces += result["face_sizes"].size
+    _number_seeds(table, keys, sizes, edges, n_faces, opts, first_id)
+    return table
 
 
-def _fill_holes(labels: np.ndarray, max_hole_size: int) -> np.ndarray:
-    """Fill background regions (≤ max_hole_size px, per plane) enclosed by one label."""
-    if max_hole_size <= 0:
-        return labels
-    out = labels.copy()
-    for z, plane in enumerate(labels):
-        holes, n = ndi.label(plane == 0)
-        if n == 0:
-            continue
-        sizes = np.bincount(holes.ravel(), minlength=n + 1)
-        candidate = sizes <= max_hole_size
-        candidate[0] = False
-        candidate[_face_ids(holes[None])] = False  # touching the (extended) block border
-        if not candidate.any():
-            continue
-        low = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
-        high = np.zeros(n + 1, np.int64)
-        for axis in (0, 1):  # the labels 4-adjacent to each hole, both directions per axis
-            lo, hi = [slice(None)] * 2, [slice(None)] * 2
-            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-            for here, there in ((lo, hi), (hi, lo)):
-                h, lab = holes[tuple(here)], plane[tuple(there)].astype(np.int64)
-                sel = candidate[h] & (lab > 0)
-                np.minimum.at(low, h[sel], lab[sel])
-                np.maximum.at(high, h[sel], lab[sel])
-        fill = candidate & (low == high) & (high > 0)
-        where = fill[holes]
-        out[z][where] = high[holes[where]].astype(out.dtype)
-    return out
+def _number_seeds(table, keys, sizes, edges, n_faces, opts, first_id) -> None:
+    """Join face pieces (union-find), drop small seeds, give consecutive ids block by block."""
+    size = np.concatenate(sizes + [np.zeros(0, np.int64)])
+    edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+    graph = coo_matrix(
+        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n_faces, n_faces)
+    )
+    _, component = connected_components(graph, directed=False)
+    root = np.full(component.max(initial=-1) + 1, n_faces, np.int64)
+    np.minimum.at(root, component, np.arange(n_faces))  # first piece in block order
+    kept = np.bincount(component, weights=size, minlength=root.size) >= opts.min_seed_size
+    owned = (np.arange(n_faces) == root[component]) & kept[component]
+    final = np.zeros(n_faces, np.int64)
+    start = first_id
+    for key in keys:
+        sl = slice(table.face_start[key], table.face_start[key] + table.face_count[key])
+        table.start[key] = start
+        mine = owned[sl]
+        final[sl][mine] = start + table.k[key] + np.arange(1, int(mine.sum()) + 1)
+        start += table.k[key] + int(mine.sum())
+    if start > UINT32_MAX:
+        raise InputError(
+            None,
+            f"segmentation needs {start} label ids, more than uint32 holds ({UINT32_MAX}); "
+            "raise --min-size/seed thresholds or split the stack",
+        )
+    root_final = np.zeros(root.size, np.int64)
+    root_final[component[owned]] = final[owned]
+    final = np.where(kept[component], root_final[component], 0).astype(np.uint32)
+    for key in keys:
+        s = table.face_start[key]
+        table.face_final[key] = final[s : s + table.face_count[key]]
 
 
-def _grow_fill(seeds: np.ndarray, priority: np.ndarray, foreground: np.ndarray, *, opts):
-    """Growth + hole filling of a (T=1, Z, Y, X) block with halo (dask map_overlap kernel)."""
-    out = np.empty_like(seeds)
-    for t in range(seeds.shape[0]):
-        grown = _grow(seeds[t], priority[t], foreground[t], opts.grow_radius)
-        out[t] = _fill_holes(grown, opts.max_hole_size)
-    return out
+# --------------------------------------------------------------------------- pass 2: growth
 
 
-def _analyse_sizes(labels: np.ndarray, min_size: int) -> dict[str, np.ndarray]:
+def _window(grid: _Grid, key, halo: int) -> tuple[slice, slice]:
+    ys, xs = grid.region(key)
+    Y, X = grid.shape[2:]
+    return (
+        slice(max(ys.start - halo, 0), min(ys.stop + halo, Y)),
+        slice(max(xs.start - halo, 0), min(xs.stop + halo, X)),
+    )
+
+
+def _grown_block(key, grid: _Grid, table: _SeedTable, scratch: _Scratch, opts) -> np.ndarray:
+    """Final labels (Z, by, bx) of one block: its seeds plus a halo from its neighbours."""
+    wy, wx = _window(grid, key, opts.halo)
+    t, z, i, j = key
+    n_z = grid.shape[1] if grid.three_d else 1
+    seeds = np.zeros((n_z, wy.stop - wy.start, wx.stop - wx.start), np.uint32)
+    priority = None
+    bi = range(max(i - 1, 0), min(i + 2, len(grid.ys) - 1))
+    bj = range(max(j - 1, 0), min(j + 2, len(grid.xs) - 1))
+    for ni in bi:
+        for nj in bj:
+            other = (t, z, ni, nj)
+            oy, ox = grid.region(other)
+            y0, y1 = max(oy.start, wy.start), min(oy.stop, wy.stop)
+            x0, x1 = max(ox.start, wx.start), min(ox.stop, wx.stop)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            src = (
+                slice(None),
+                slice(y0 - oy.start, y1 - oy.start),
+                slice(x0 - ox.start, x1 - ox.start),
+            )
+            dst = (
+                slice(None),
+                slice(y0 - wy.start, y1 - wy.start),
+                slice(x0 - wx.start, x1 - wx.start),
+            )
+            seeds[dst] = table.lut(other)[scratch.get(other, "seeds", src)]
+            part = scratch.get(other, "priority", src)
+            if priority is None:
+                priority = np.full(seeds.shape, -1, part.dtype)
+            priority[dst] = part
+    grown = _fill_holes(_grow(seeds, priority, opts.grow_radius), opts.max_hole_size)
+    ys, xs = grid.region(key)
+    core = (
+        slice(None),
+        slice(ys.start - wy.start, ys.stop - wy.start),
+        slice(xs.start - wx.start, xs.stop - wx.start),
+    )
+    return np.ascontiguousarray(grown[core])
+
+
+def _face_ids(labels: np.ndarray) -> np.ndarray:
+    ids = np.unique(
+        np.concatenate(
+            [
+                labels[:, 0].ravel(),
+                labels[:, -1].ravel(),
+                labels[:, :, 0].ravel(),
+                labels[:, :, -1].ravel(),
+            ]
+        )
+    )
+    return ids[ids > 0]
+
+
+def _sizes(labels: np.ndarray, min_size: int) -> dict[str, np.ndarray]:
     """Pixel counts of the face-touching ids, and the inner ids under ``min_size`` px."""
     ids, counts = np.unique(labels, return_counts=True)
-    at_face = np.isin(ids, _face_ids(labels[0]))
+    at_face = np.isin(ids, _face_ids(labels))
     small = ~at_face & (counts < min_size) & (ids > 0)
     return {"ids": ids[at_face], "counts": counts[at_face].astype(np.int64), "small": ids[small]}
 
 
 def _remove_small(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     """Zero the ``dropped`` ids (sorted) and close the gaps: ids stay consecutive."""
+    if dropped.size == 0:
+        return labels
     ids, inverse = np.unique(labels, return_inverse=True)
-    gone = np.isin(ids, dropped)
     new = ids - np.searchsorted(dropped, ids).astype(ids.dtype)
-    new[gone | (ids == 0)] = 0
+    new[np.isin(ids, dropped) | (ids == 0)] = 0
     return new[inverse.reshape(labels.shape)].astype(labels.dtype)
 
 
+def _size_pass(grid, table, scratch, opts) -> np.ndarray:
+    """Grow every block into the scratch store; the sorted ids of cells under ``min_size``."""
+    keys = grid.keys
+
+    def work(key):
+        labels = _grown_block(key, grid, table, scratch, opts)
+        scratch.put(key, "labels", labels)
+        return _sizes(labels, opts.min_size)
+
+    ids, counts, small = [], [], []
+    for part in in_order(work, keys):
+        ids.append(part["ids"])
+        counts.append(part["counts"])
+        small.append(part["small"])
+    uniq, inverse = np.unique(np.concatenate(ids + [np.zeros(0, np.uint32)]), return_inverse=True)
+    total = np.bincount(
+        inverse, weights=np.concatenate(counts + [np.zeros(0)]), minlength=uniq.size
+    )
+    dropped = np.concatenate([uniq[total < opts.min_size], *small, np.zeros(0, np.uint32)])
+    return np.unique(dropped).astype(np.uint32)
+
+
 # --------------------------------------------------------------------------- whole-stack driver
-
-
-def _as_dask(probs, block: int | tuple[int, int] | None, three_d: bool) -> da.Array:
-    """(T, 3, Z, Y, X) dask array rechunked to blocks (1, 3, 1|Z, by, bx)."""
-    arr = probs if isinstance(probs, da.Array) else da.from_array(np.asarray(probs), chunks=-1)
-    T, C, Z, Y, X = arr.shape
-    if block is None and three_d and Z * max(arr.chunks[3]) * max(arr.chunks[4]) > MAX_BLOCK_VOXELS:
-        side = max(int(np.sqrt(MAX_BLOCK_VOXELS / Z)), 128)  # whole-Z blocks stay ~64 MiB/array
-        cy, cx = side, side
-    elif block is None:
-        cy, cx = arr.chunks[3], arr.chunks[4]
-    else:
-        by, bx = (block, block) if np.isscalar(block) else block
-        cy, cx = int(by), int(bx)
-    return arr.rechunk((1, 3, Z if three_d else 1, cy, cx))
 
 
 def _check_probs(probs) -> None:
     shape = tuple(probs.shape)
     if len(shape) != 5 or shape[1] != 3:
         raise ValueError(f"probabilities must be (T, 3, Z, Y, X), got shape {shape}")
+
+
+def _assemble(make: Callable, grid: _Grid, dtype) -> da.Array:
+    """Lazy (T, Z, Y, X) array with one independent task ``make(key)`` per block."""
+    task = dask.delayed(make, pure=False)
+    name = f"segment-{uuid.uuid4().hex}"
+    rows = {}
+    for key in grid.keys:
+        t, z, i, j = key
+        ys, xs = grid.region(key)
+        n_z = grid.shape[1] if grid.three_d else 1
+        shape = (n_z, ys.stop - ys.start, xs.stop - xs.start)
+        block = task(key, dask_key_name=f"{name}-{'-'.join(map(str, key))}")
+        rows[key] = da.from_delayed(block, shape=shape, dtype=dtype)
+    T, Z = grid.shape[:2]
+    zs = [0] if grid.three_d else range(Z)
+    ny, nx = len(grid.ys) - 1, len(grid.xs) - 1
+    return da.stack(
+        [
+            da.concatenate(
+                [da.block([[rows[t, z, i, j] for j in range(nx)] for i in range(ny)]) for z in zs]
+            )
+            for t in range(T)
+        ]
+    )
 
 
 def segment_probabilities(
@@ -282,6 +588,7 @@ def segment_probabilities(
     block: int | tuple[int, int] | None = None,
     three_d: bool | None = None,
     first_id: int = 0,
+    scratch: str | Path | None = None,
 ) -> da.Array:
     """Instance labels of a probability stack, computed block by block.
 
@@ -292,11 +599,15 @@ def segment_probabilities(
             except that 3D blocks (all of Z) are cut to about ``MAX_BLOCK_VOXELS`` voxels.
         three_d: seeds and growth across z (default: Z > 1); else every (t, z) plane alone.
         first_id: ids start at ``first_id + 1`` (to continue numbering of another stack).
+        scratch: a path whose temporary sibling folder holds the per-block intermediates
+            (about 4-6 bytes per pixel, removed when the result is garbage collected); None:
+            in memory for numpy input, a temporary folder for dask input.
 
     Returns:
-        Lazy uint32 dask array (T, 1, Z, Y, X). Seeds are resolved eagerly (one cheap pass over
-        the probabilities); growth runs when the result is computed or stored. The labels equal
-        those of the same call with any other ``block`` up to a relabelling.
+        Lazy uint32 dask array (T, 1, Z, Y, X). Seeds are labelled eagerly (one pass over the
+        probabilities; with ``min_size`` growth runs eagerly too); the rest runs when the
+        result is computed or stored, each block independently. The labels equal those of the
+        same call with any other ``block`` up to a relabelling; ids are consecutive.
 
     Example:
         >>> labels = segment_probabilities(probs, block=512).compute()  # doctest: +SKIP
@@ -305,156 +616,22 @@ def segment_probabilities(
     opts = options or SegmentOptions()
     Z = probs.shape[2]
     three_d = Z > 1 if three_d is None else bool(three_d)
-    arr = _as_dask(probs, block, three_d)
-    seeds = _global_seeds(arr, opts, first_id)  # (T, Z, Y, X)
-    # per-block inputs of growth kept small (one row of blocks is alive at a time): P(interior)
-    # in its stored dtype (float16 compares exactly after widening), foreground as bool
-    priority = arr[:, 1].map_blocks(_priority, dtype=arr.dtype)
-    foreground = arr[:, 0].map_blocks(_foreground, opts.foreground_threshold, dtype=bool)
-    depth = {0: 0, 1: 0, 2: opts.halo, 3: opts.halo}
-    inputs = [seeds, priority, foreground]
-    for axis in (2, 3):  # an axis no longer than the halo is grown in one piece
-        if seeds.shape[axis] <= opts.halo:
-            depth[axis] = 0
-            inputs = [a.rechunk({axis: -1}) for a in inputs]
-    grown = da.map_overlap(
-        _grow_fill,
-        *inputs,
-        depth=depth,
-        boundary="none",
-        dtype=np.uint32,
-        opts=opts,
-        meta=np.empty((0, 0, 0, 0), np.uint32),
-    )
-    grown = grown.rechunk(seeds.chunks)
+    grid = _grid(probs, block, three_d)
+    store = _Scratch(scratch, in_memory=scratch is None and not isinstance(probs, da.Array))
+    table = _seed_pass(grid, probs, opts, store, first_id)
     if opts.min_size > 0:
-        grown = _drop_small_cells(grown, opts.min_size)
-    return grown[:, None]
+        dropped = _size_pass(grid, table, store, opts)
+        store.drop("seeds")
+        store.drop("priority")
 
+        def make(key, store=store, dropped=dropped):
+            return _remove_small(store.get(key, "labels"), dropped)
+    else:
 
-def _block_grid(arr: da.Array) -> list[tuple[int, ...]]:
-    return list(product(*(range(n) for n in arr.numblocks)))
+        def make(key, store=store, table=table, opts=opts, grid=grid):
+            return _grown_block(key, grid, table, store, opts)
 
-
-def _assemble(tasks: dict[tuple, Any], chunks, dtype) -> da.Array:
-    """Dask array from one delayed numpy block per block index (grid of ``chunks``)."""
-    grid = _nest(tasks, chunks, dtype, ())
-    return da.block(grid)
-
-
-def _nest(tasks, chunks, dtype, prefix):
-    axis = len(prefix)
-    if axis == len(chunks):
-        shape = tuple(chunks[d][i] for d, i in enumerate(prefix))
-        return da.from_delayed(tasks[prefix], shape=shape, dtype=dtype)
-    return [_nest(tasks, chunks, dtype, prefix + (i,)) for i in range(len(chunks[axis]))]
-
-
-def _global_seeds(arr: da.Array, opts: SegmentOptions, first_id: int) -> da.Array:
-    """Seed labels (T, Z, Y, X) uint32 with ids unique across the stack, merged across faces."""
-    grid = _block_grid(arr)  # (t, 0, zb, yb, xb)
-    blocks = {b: arr.blocks[b][0] for b in grid}  # (3, Z, Y, X) each
-    analyse = {b: dask.delayed(_analyse_seeds)(blocks[b], opts) for b in grid}
-    pairs = {}
-    for b in grid:
-        t, c, z, y, x = b
-        if (t, c, z, y + 1, x) in analyse:
-            below = analyse[(t, c, z, y + 1, x)]
-            pairs[(b, (t, c, z, y + 1, x))] = dask.delayed(_face_pairs)(
-                analyse[b]["bottom"], below["top"]
-            )
-        if (t, c, z, y, x + 1) in analyse:
-            right = analyse[(t, c, z, y, x + 1)]
-            pairs[(b, (t, c, z, y, x + 1))] = dask.delayed(_face_pairs)(
-                analyse[b]["right"], right["left"]
-            )
-    summaries = {b: dask.delayed(_summary)(a) for b, a in analyse.items()}
-    summaries, pairs = dask.compute(summaries, pairs)
-    tables, starts = _seed_tables(grid, summaries, pairs, opts, first_id)
-    chunks = (arr.chunks[0], arr.chunks[2], arr.chunks[3], arr.chunks[4])
-    tasks = {
-        (b[0],) + b[2:]: dask.delayed(_resolve_seeds)(blocks[b], opts, *tables[b], starts[b])
-        for b in grid
-    }
-    return _assemble(tasks, chunks, np.uint32)
-
-
-def _cat(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(a, np.int64) for a in arrays] + [np.zeros(0, np.int64)])
-
-
-def _seed_tables(grid, summaries, pairs, opts, first_id):
-    """Union-find over face pairs → per block (face_local, face_final) tables and id starts."""
-    index = {b: k for k, b in enumerate(grid)}
-    n = np.array([summaries[b]["n"] for b in grid], np.int64)
-    offset = np.concatenate([[0], np.cumsum(n)[:-1]])  # provisional id = offset + local id
-    face_gid = _cat([offset[index[b]] + summaries[b]["face_ids"] for b in grid])
-    face_size = _cat([summaries[b]["face_sizes"] for b in grid])
-    face_block = _cat([np.full(summaries[b]["face_ids"].size, index[b]) for b in grid])
-    m = face_gid.size  # face_gid is sorted: blocks in order, ids sorted within a block
-    edges = [
-        np.stack([offset[index[a]] + p[:, 0], offset[index[b]] + p[:, 1]], axis=1)
-        for (a, b), p in pairs.items()
-        if p.size
-    ]
-    edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    u, v = np.searchsorted(face_gid, edges[:, 0]), np.searchsorted(face_gid, edges[:, 1])
-    graph = coo_matrix((np.ones(u.size, np.int8), (u, v)), shape=(m, m))
-    _, component = connected_components(graph, directed=False)
-    root = np.full(component.max(initial=-1) + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(root, component, face_gid)
-    size = np.bincount(component, weights=face_size, minlength=root.size)
-    kept_comp = size >= opts.min_seed_size
-    owned = (face_gid == root[component]) & kept_comp[component]
-    # ids: block by block, kept owned seeds in local-id order
-    dropped_face = np.bincount(face_block[~owned], minlength=len(grid))
-    n_small = np.array([summaries[b]["n_small"] for b in grid], np.int64)
-    n_keep = n - n_small - dropped_face
-    starts_arr = first_id + np.concatenate([[0], np.cumsum(n_keep)[:-1]])
-    total = first_id + int(n_keep.sum())
-    if total > UINT32_MAX:
-        raise InputError(
-            None,
-            f"segmentation needs {total} label ids, more than uint32 holds ({UINT32_MAX}); "
-            "raise --min-size/seed thresholds or split the stack",
-        )
-    final = np.zeros(m, np.int64)
-    pos = 0
-    for b in grid:
-        k = index[b]
-        ids = summaries[b]["face_ids"]
-        sl = slice(pos, pos + ids.size)
-        dropped_before = np.cumsum(~owned[sl]) - (~owned[sl])  # dropped face ids below each id
-        rank = ids - summaries[b]["small_below"] - dropped_before
-        final[sl] = np.where(owned[sl], starts_arr[k] + rank, 0)
-        pos += ids.size
-    root_final = np.zeros(root.size, np.int64)
-    root_final[component[owned]] = final[owned]
-    final = np.where(kept_comp[component], root_final[component], 0)
-    tables, starts, pos = {}, {}, 0
-    for b in grid:
-        ids = summaries[b]["face_ids"]
-        sl = slice(pos, pos + ids.size)
-        tables[b] = (ids.astype(np.int64), final[sl].astype(np.uint64), owned[sl].copy())
-        starts[b] = int(starts_arr[index[b]])
-        pos += ids.size
-    return tables, starts
-
-
-def _drop_small_cells(labels: da.Array, min_size: int) -> da.Array:
-    """Remove cells under ``min_size`` px (face cells' sizes summed across blocks), renumbered."""
-    grid = _block_grid(labels)
-    blocks = {b: labels.blocks[b] for b in grid}
-    parts = dask.compute({b: dask.delayed(_analyse_sizes)(blocks[b], min_size) for b in grid})[0]
-    ids = np.concatenate([p["ids"] for p in parts.values()] + [np.zeros(0, np.uint32)])
-    counts = np.concatenate([p["counts"] for p in parts.values()] + [np.zeros(0, np.int64)])
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    total = np.bincount(inverse, weights=counts, minlength=uniq.size)
-    inner = [p["small"] for p in parts.values()]
-    dropped = np.unique(np.concatenate([uniq[(total < min_size) & (uniq > 0)], *inner]))
-    dropped = dropped.astype(np.uint32)
-    tasks = {b: dask.delayed(_remove_small)(blocks[b], dropped) for b in grid}
-    return _assemble(tasks, labels.chunks, np.uint32)
+    return _assemble(make, grid, np.uint32)[:, None]
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -542,6 +719,9 @@ def segment_store(
         block: YX block size (default: the probabilities' chunks).
         progress: show a progress bar while writing.
 
+    Intermediates (about 4-6 bytes per pixel) live in a hidden folder beside ``image_store``
+    while it runs; memory stays bounded by a few blocks whatever the image size.
+
     Returns:
         Path of the written labels group.
     """
@@ -569,7 +749,11 @@ def segment_store(
     else:
         opts = SegmentOptions(**{**(meta.get("segmentation") or {}), **(options or {})})
     three_d = probs.shape[2] > 1 if three_d is None else three_d
-    labels = segment_probabilities(probs, options=opts, block=block, three_d=three_d)
+    scratch = image_store.parent / f"{image_store.name}.segment-scratch"
+    remove_abandoned_temporaries(scratch)  # left by a run that was killed
+    labels = segment_probabilities(
+        probs, options=opts, block=block, three_d=three_d, scratch=scratch
+    )
     provenance = {
         "version": __version__,
         "stage": "segment",

@@ -160,22 +160,45 @@ def test_touching_cells_meeting_at_a_block_face_stay_separate(nuclei_3d):
     assert id_a != id_b and id_a > 0 and id_b > 0
 
 
-def test_each_block_gets_only_its_own_face_table(dense_or_plane, monkeypatch):
-    """No worker loads the whole relabel table: each resolve task sees its face ids only."""
+def test_each_block_reads_only_its_neighbours(dense_or_plane, monkeypatch):
+    """Block-local growth: a block reads scratch data of itself and its 8 neighbours only."""
+    import threading
+
     _, probs = dense_or_plane
-    seen = []
-    original = seg._resolve_seeds
+    reads, current = [], threading.local()
+    grown_block, get = seg._grown_block, seg._Scratch.get
 
-    def spy(p, opts, face_local, *rest):
-        seen.append(face_local.size)
-        return original(p, opts, face_local, *rest)
+    def spy_block(key, *args):
+        current.key = key
+        return grown_block(key, *args)
 
-    monkeypatch.setattr(seg, "_resolve_seeds", spy)
+    def spy_get(self, other, name, region=(Ellipsis,)):
+        if getattr(current, "key", None) is not None:
+            reads.append((current.key, other))
+        return get(self, other, name, region)
+
+    monkeypatch.setattr(seg, "_grown_block", spy_block)
+    monkeypatch.setattr(seg._Scratch, "get", spy_get)
     labels = instances_from_probabilities(probs, block=64)
-    total = n_cells(labels)
+    assert n_cells(labels) > 10
+    assert reads and all(max(abs(a[2] - b[2]), abs(a[3] - b[3])) <= 1 for a, b in reads)
     blocks = int(np.ceil(probs.shape[1] / 64) * np.ceil(probs.shape[2] / 64))
-    assert len(seen) == blocks
-    assert max(seen) < total / 2 and sum(seen) < 4 * total
+    assert len(reads) <= 2 * 9 * blocks  # seeds + priorities of at most 9 blocks each
+
+
+def test_scratch_folder_of_a_lazy_input_is_removed_with_the_labels(plane, tmp_path):
+    import gc
+
+    import dask.array as da
+
+    _, probs = plane
+    lazy = da.from_array(probs[None, :, None], chunks=(1, 3, 1, 100, 100))
+    labels = segment_probabilities(lazy, scratch=tmp_path / "labels")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labels")]
+    assert_same_up_to_relabelling(labels.compute()[0, 0, 0], instances_from_probabilities(probs))
+    del labels
+    gc.collect()
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.fixture(scope="module")

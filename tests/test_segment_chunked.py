@@ -239,7 +239,7 @@ def mosaic(probs: list[np.ndarray], columns: int) -> np.ndarray:
     return out
 
 
-def check_real(predicted, block: int) -> None:
+def check_real(predicted, block: int, tables: bool) -> None:
     probs, opts = predicted
     options = SegmentOptions(**opts)
     plane = mosaic(probs, columns=5)
@@ -247,18 +247,19 @@ def check_real(predicted, block: int) -> None:
     assert np.unique(whole).size > 500
     chunked = instances_from_probabilities(plane, options=options, block=block)
     mapping = assert_same_instances(whole, chunked)
-    image = (plane[1] * 1000).astype(np.uint16)
-    assert_same_tables(whole, chunked, mapping, image, block)
+    if tables:
+        image = (plane[1] * 1000).astype(np.uint16)
+        assert_same_tables(whole, chunked, mapping, image, block)
 
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("block", [48, 100])
 def test_chunked_equals_whole_on_predicted_val_probabilities(predicted_val, block):
-    check_real(predicted_val, block)
+    check_real(predicted_val, block, tables=False)  # tables: the random cases and the sweep
 
 
 @pytest.mark.shared_data
 @pytest.mark.slow
 @pytest.mark.parametrize("block", [48, 64, 100, 200, 256, 300, 512])
 def test_chunked_equals_whole_on_predicted_val_probabilities_all_blocks(predicted_val, block):
-    check_real(predicted_val, block)
+    check_real(predicted_val, block, tables=True)
