@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[4096, 32768])
     parser.add_argument("--run-sizes", type=int, nargs="*", default=[2048, 8192])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-measure", action="store_true", help="time `grunet segment` only")
     parser.add_argument("--keep", type=Path, help="folder for the inputs (default: temporary)")
     args = parser.parse_args()
     os.environ["DASK_NUM_WORKERS"] = str(args.threads)
@@ -128,10 +129,12 @@ def main() -> None:
             built = time.perf_counter() - t0
             seg_mib, seg_s = peak([*grunet_cmd, "segment", str(probs_path), "--image", str(store)])
             table = folder / f"s{size}.parquet"
-            mea_mib, mea_s = peak([*grunet_cmd, "measure", str(store), "-o", str(table)])
-            import pyarrow.parquet as pq
+            mea_mib, mea_s, cells = np.nan, np.nan, "-"
+            if not args.no_measure:
+                mea_mib, mea_s = peak([*grunet_cmd, "measure", str(store), "-o", str(table)])
+                import pyarrow.parquet as pq
 
-            cells = pq.read_metadata(table).num_rows
+                cells = pq.read_metadata(table).num_rows
             mpix = size * size / 1e6
             rows.append((size, seg_mib, mea_mib))
             print(

@@ -63,7 +63,10 @@ def movie(tmp_path_factory, nuclei_timelapse) -> Path:
 
 
 def pipeline(movie: Path, out: Path) -> dict[str, Path]:
-    """Run convert → predict → segment → measure in-process; return the outputs."""
+    """Run convert → predict → segment → measure in-process; return the outputs.
+
+    Blocks as in the reruns below: label ids and the table's row order follow the block grid.
+    """
     paths = {
         "store": out / "movie.ome.zarr",
         "probs": out / "movie.probs.zarr",
@@ -71,8 +74,8 @@ def pipeline(movie: Path, out: Path) -> dict[str, Path]:
     }
     run_stage(["convert", movie, "--axes", "TYX", "-o", out])
     run_stage(["predict", paths["store"], "-o", paths["probs"], "--device", "cpu"])
-    run_stage(["segment", paths["probs"], "--image", paths["store"], "--block", "64"])
-    run_stage(["measure", paths["store"], "-o", paths["table"], "--block", "64"])
+    run_stage(["segment", paths["probs"], "--image", paths["store"], "--block", "32"])
+    run_stage(["measure", paths["store"], "-o", paths["table"], "--block", "32"])
     return paths
 
 
