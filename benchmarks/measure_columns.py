@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     import grunet
     from grunet.preprocess import normalize_channels, percentile_range
-    from grunet.segment import SegmentOptions, instances_from_probabilities
+    from grunet.segmentation import SegmentOptions, instances_from_probabilities
 
     image, what = source_plane()
     model = grunet.load_model(device="cpu")

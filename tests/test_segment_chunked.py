@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grunet.measure import measure_stack
-from grunet.segment import SegmentOptions, instances_from_probabilities
+from grunet.segmentation import SegmentOptions, instances_from_probabilities
 
 # --------------------------------------------------------------------------- helpers
 
