@@ -451,15 +451,21 @@ def _window(grid: _Grid, key, halo: int) -> tuple[slice, slice]:
     )
 
 
+def _block_of(edges: np.ndarray, pixel: int) -> int:
+    """Index of the block (edges from _boundaries) that holds ``pixel``."""
+    return int(np.searchsorted(edges, pixel, "right")) - 1
+
+
 def _grown_block(key, grid: _Grid, table: _SeedTable, scratch: _Scratch, opts) -> np.ndarray:
-    """Final labels (Z, by, bx) of one block: its seeds plus a halo from its neighbours."""
+    """Final labels (Z, by, bx) of one block: its seeds plus a halo from the blocks around it."""
     wy, wx = _window(grid, key, opts.halo)
     t, z, i, j = key
     n_z = grid.shape[1] if grid.three_d else 1
     seeds = np.zeros((n_z, wy.stop - wy.start, wx.stop - wx.start), np.uint32)
     priority = None
-    bi = range(max(i - 1, 0), min(i + 2, len(grid.ys) - 1))
-    bj = range(max(j - 1, 0), min(j + 2, len(grid.xs) - 1))
+    # every block the window touches: the 8 neighbours, more where blocks are thinner than the halo
+    bi = range(_block_of(grid.ys, wy.start), _block_of(grid.ys, wy.stop - 1) + 1)
+    bj = range(_block_of(grid.xs, wx.start), _block_of(grid.xs, wx.stop - 1) + 1)
     for ni in bi:
         for nj in bj:
             other = (t, z, ni, nj)

@@ -161,7 +161,7 @@ def test_touching_cells_meeting_at_a_block_face_stay_separate(nuclei_3d):
 
 
 def test_each_block_reads_only_its_neighbours(dense_or_plane, monkeypatch):
-    """Block-local growth: a block reads scratch data of itself and its 8 neighbours only."""
+    """Block-local growth: a block reads scratch data of the blocks within its halo only."""
     import threading
 
     _, probs = dense_or_plane
@@ -181,9 +181,10 @@ def test_each_block_reads_only_its_neighbours(dense_or_plane, monkeypatch):
     monkeypatch.setattr(seg._Scratch, "get", spy_get)
     labels = instances_from_probabilities(probs, block=64)
     assert n_cells(labels) > 10
-    assert reads and all(max(abs(a[2] - b[2]), abs(a[3] - b[3])) <= 1 for a, b in reads)
+    reach = -(-SegmentOptions().halo // 64)  # blocks within the halo (77 px): 2
+    assert reads and all(max(abs(a[2] - b[2]), abs(a[3] - b[3])) <= reach for a, b in reads)
     blocks = int(np.ceil(probs.shape[1] / 64) * np.ceil(probs.shape[2] / 64))
-    assert len(reads) <= 2 * 9 * blocks  # seeds + priorities of at most 9 blocks each
+    assert len(reads) <= 2 * (2 * reach + 1) ** 2 * blocks  # seeds + priorities
 
 
 def test_scratch_folder_of_a_lazy_input_is_removed_with_the_labels(plane, tmp_path):
