@@ -8,8 +8,8 @@ two object scales:
 - ``native``: the images as they are;
 - ``label``: each image resized so that the median equivalent diameter of its *true* nuclei is
   the model's object diameter D0 (checkpoint metadata ``object_diameter``, else ``--diameter``),
-  predicted and segmented there, and the labels brought back to the original grid (nearest) to
-  be scored against the original truth: the model's quality at its own scale.
+  predicted there, the probabilities resized back to the original grid (linear) and segmented
+  there, scored against the original truth: the model's quality at its own scale.
 
 ``--outliers N`` paints N saturated nuclei (flat, 10x the image's upper percentile) onto the
 background of every image first and scores only the ordinary nuclei (predictions on a painted
@@ -116,12 +116,10 @@ def main() -> None:
             start = time.time()
             factor = d0 / (median_diameter(truth) or d0) if scale == "label" else 1.0
             x = rescale_pair(norm, truth, factor)[0] if factor != 1.0 else norm
-            pred = instances_from_probabilities(
-                predict_probabilities(model, x, device), **thresholds
-            )
-            if pred.shape != truth.shape:
-                pred = resize(pred, truth.shape, order=0, anti_aliasing=False, preserve_range=True)
-                pred = pred.astype(np.uint32)
+            probs = predict_probabilities(model, x, device)
+            if probs.shape[1:] != truth.shape:  # back to the image's grid, as grunet predicts
+                probs = resize(probs, (3, *truth.shape), order=1, preserve_range=True)
+            pred = instances_from_probabilities(probs, **thresholds)
             counts.setdefault(f"grunet_{scale}", []).append(
                 image_counts(truth, without_objects_on(pred, painted))
             )
