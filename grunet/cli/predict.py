@@ -35,6 +35,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--channels", help="comma-separated channel names or indices to use (default: all)"
     )
+    add_diameter_options(parser)
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_diameter_options(parser: argparse.ArgumentParser) -> None:
+    """``--diameter`` / ``--diameter-um``: the object scale, shared by predict and run."""
     parser.add_argument(
         "--diameter",
         type=float,
@@ -48,11 +58,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="UM",
         help="typical nucleus diameter in micrometres (needs the image's pixel size)",
     )
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from grunet.cli.predict import add_diameter_options
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -26,19 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
-    parser.add_argument(
-        "--diameter",
-        type=float,
-        metavar="PX",
-        help="typical nucleus diameter in px; the image is resized to the model's (default: "
-        "estimated per image)",
-    )
-    parser.add_argument(
-        "--diameter-um",
-        type=float,
-        metavar="UM",
-        help="typical nucleus diameter in micrometres (needs the image's pixel size)",
-    )
+    add_diameter_options(parser)
     parser.add_argument(
         "--keep-probabilities", action="store_true", help="keep OUTDIR/<stem>.probs.zarr"
     )
