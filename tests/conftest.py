@@ -43,3 +43,14 @@ def nuclei_3d(demo_images) -> tuple[np.ndarray, np.ndarray]:
         tifffile.imread(demo_images / "nuclei.tif"),
         tifffile.imread(demo_images / "nuclei_label.tif"),
     )
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (figures and timings do not depend on other load)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

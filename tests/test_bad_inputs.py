@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from grunet.checkpoint import save_checkpoint
 from grunet.cli import main
@@ -218,9 +217,4 @@ def test_binary_file_as_config_is_named(tmp_path, capsys):
     assert_one_clear_error(code, errors, "image_not_config.tif", problem="")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,12 +16,7 @@ from grunet.preprocess import normalize_channels
 TINY = SMALL.replace(encoder_widths=(8, 8, 8), decoder_widths=(8, 8), hidden=4, growth=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,7 @@ from grunet.model import SMALL, GRUUNet
 from grunet.preprocess import normalize_channels
 from grunet.runtime import COMPILE_MIN_PIXELS, prepare_model, should_compile
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_fast_path_agrees_with_fp32_on_a_real_image(nuclei_timelapse):

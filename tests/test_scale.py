@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 import zarr
 from conftest import shared_dataset
 
@@ -21,15 +20,10 @@ from grunet.preprocess import normalize_channels
 from grunet.scale import estimate_diameter, resample, resolve_scale, scaled_shape, support
 from grunet.segmentation import segment_plane
 
-pytestmark = pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="needs the shipped model")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="needs the shipped model"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")
