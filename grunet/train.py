@@ -40,8 +40,18 @@ from grunet.preprocess import (
 )
 from grunet.runtime import autocast, autocast_dtype, select_device
 from grunet.segmentation import instances_from_probabilities
+from grunet.task import SEMANTIC, TASKS
 
 DEFAULTS: dict = {
+    # "instance" (background / interior / boundary → cells) or "semantic" (N classes → a class
+    # map; see grunet.semantic_train and grunet.task)
+    "task": "instance",
+    # semantic: class names or {name, colour} mappings, or a classes.csv path; None reads
+    # <data.root>/classes.csv. The model's head gets one output per class.
+    "classes": None,
+    "in_channels": 3,  # semantic: image channels (RGB = 3); instance models take model.in_channels
+    "ignore_index": 255,  # semantic: label value of unlabelled pixels (no loss, not scored)
+    "class_weighting": "none",  # semantic: none | inverse | median_frequency (SegNet)
     "model": {"preset": "small"},  # preset name; other keys override preset fields
     "init": None,  # checkpoint whose weights start the training (fine-tuning); None: random
     "data": {
@@ -64,6 +74,9 @@ DEFAULTS: dict = {
         # the init checkpoint's, else the median of the training images' median diameters.
         "rescale": True,
         "object_diameter": None,
+        # semantic: images are resized by this factor for training and prediction (class scores
+        # go back to the image grid before the argmax; val is scored on the files' labels)
+        "input_scale": 1.0,
     },
     "patch_size": 256,
     "batch_size": 4,
@@ -75,7 +88,7 @@ DEFAULTS: dict = {
     "warmup_steps": 100,
     "grad_clip": 1.0,
     "loss": {
-        "name": "wce",
+        "name": None,  # instance: wce (default) | focal; semantic: ce (default) | focal | ce_dice
         "class_weights": [1.0, 1.0, 2.0],
         "gamma": 2.0,
         # extra weight on pixels where two cells are within data.contact_radius: ×(1 + this).
@@ -100,6 +113,9 @@ DEFAULTS: dict = {
         "outlier_gain": [0.08, 0.6],
         "outlier_nuclei": 4,
         "outlier_level": [0.8, 1.3],
+        # semantic (natural images): random factors in 1 ± these; flip is horizontal only and
+        # scale_jitter is the random rescale range before the crop
+        "colour_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
     },
     "amp": True,
     "channels_last": True,
@@ -373,7 +389,8 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
 def make_loss(cfg: dict):
     """The loss named by ``cfg["loss"]["name"]`` ("wce" or "focal") as ``f(logits, target,
     contact=None)``, with class weights and the contact weight of ``cfg["loss"]``."""
-    spec = cfg["loss"]
+    spec = dict(cfg["loss"])
+    spec["name"] = spec["name"] or "wce"
     weights = torch.tensor(spec["class_weights"], dtype=torch.float32)
     if spec["name"] not in ("wce", "focal"):
         raise ConfigError(f"loss.name: unknown loss {spec['name']!r}; choose 'wce' or 'focal'")
@@ -739,6 +756,10 @@ def train(
     """
     cfg = config if isinstance(config, dict) else load_config(config)
     cfg = _merge(DEFAULTS, cfg, "")
+    if cfg["task"] not in TASKS:
+        raise ConfigError(f"task: {cfg['task']!r}; choose one of {TASKS}")
+    if cfg["loss"]["name"] is None:
+        cfg["loss"]["name"] = "ce" if cfg["task"] == SEMANTIC else "wce"
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     out_dir = Path(out_dir)
@@ -747,6 +768,12 @@ def train(
     if resume and not (out_dir / "last.pt").exists():
         raise ConfigError(f"{out_dir}: nothing to resume (no last.pt)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg["task"] == SEMANTIC:
+        if images or labels:
+            raise ConfigError("--images/--labels: task semantic reads data.root (images/, labels/)")
+        from grunet.semantic_train import train_semantic
+
+        return train_semantic(cfg, out_dir, resume=resume, device=device, stop_after=stop_after)
     dev = select_device(device)
     d = cfg["data"]
     opts = {

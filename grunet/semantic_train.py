@@ -1,0 +1,386 @@
+"""Training of ``task: semantic`` models: N-class losses with an ignore index, the loop, outputs.
+
+Called by :func:`grunet.train.train` when the config's ``task`` is ``semantic``. Outputs in
+``out_dir`` match the instance path: ``best.pt`` (the epoch with the best val mIoU), ``last.pt``
+(with resume state), ``log.csv``, ``curves.png``, ``val_metrics.json`` (+ the best epoch's
+confusion matrix as ``confusion.csv``).
+
+The checkpoint metadata follows :mod:`grunet.task`: ``task``, ``classes``, ``ignore_index``,
+``normalization`` (per-channel mean/std of the training images, ``scale`` 255), and
+``input_scale``: the factor images are resized by before the network (class scores are
+brought back to the image grid before the argmax).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from grunet import semantic_data as sd
+from grunet.checkpoint import load_checkpoint, save_checkpoint
+from grunet.errors import ConfigError
+from grunet.evaluate import jsonable
+from grunet.model import GRUUNet, preset
+from grunet.runtime import autocast, autocast_dtype, select_device
+from grunet.semantic_metrics import confusion_matrix, semantic_metrics, write_confusion_csv
+from grunet.task import SEMANTIC
+
+SEMANTIC_LOSSES = ("ce", "focal", "ce_dice")
+
+
+# ------------------------------------------------------------------------------------- losses
+def semantic_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    name: str = "ce",
+    weights: torch.Tensor | None = None,
+    ignore_index: int = 255,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Loss of ``(B, N, Y, X)`` logits against ``(B, Y, X)`` class indices.
+
+    ``ce``: class-weighted cross-entropy, weighted mean over labelled pixels; ``focal``: the
+    multi-class focal loss with the class weights as alpha; ``ce_dice``: ce + (1 - soft Dice
+    averaged over the classes present in prediction or truth). Pixels labelled ``ignore_index``
+    take no part (zero gradient); a batch without labelled pixels gives a zero loss.
+    """
+    if name not in SEMANTIC_LOSSES:
+        raise ConfigError(f"loss.name: unknown loss {name!r} for task semantic; {SEMANTIC_LOSSES}")
+    n = logits.shape[1]
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    if weights is None:
+        weights = torch.ones(n, dtype=logits.dtype)
+    w = weights.to(logits.device)[safe] * valid
+    denom = w.sum()
+    if denom <= 0:
+        return logits.sum() * 0.0
+    logp_all = F.log_softmax(logits, dim=1)
+    logp = logp_all.gather(1, safe[:, None])[:, 0]
+    pixel = -((1.0 - logp.exp()).pow(gamma)) * logp if name == "focal" else -logp
+    loss = (w * pixel).sum() / denom
+    if name == "ce_dice":
+        prob = logp_all.exp() * valid[:, None]
+        onehot = F.one_hot(safe, n).permute(0, 3, 1, 2).to(prob.dtype) * valid[:, None]
+        inter = (prob * onehot).sum(dim=(0, 2, 3))
+        total = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        present = onehot.sum(dim=(0, 2, 3)) > 0
+        dice = (2 * inter + 1.0) / (total + 1.0)
+        loss = loss + (1.0 - dice[present]).mean() if present.any() else loss
+    return loss
+
+
+# -------------------------------------------------------------------------------- prediction
+@torch.no_grad()
+def class_scores(
+    model: GRUUNet,
+    images: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    device,
+    *,
+    out_shape: tuple[int, int] | None = None,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Logits ``(B, N, Y, X)`` of (B, Y, X, C) uint8 images, resized to ``out_shape`` if given."""
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    x = ((x - m) / s).to(device).contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp):
+        logits = model(x).float()
+    if out_shape is not None and tuple(logits.shape[-2:]) != tuple(out_shape):
+        logits = F.interpolate(logits, size=tuple(out_shape), mode="bilinear", align_corners=False)
+    return logits.cpu()
+
+
+def _same_shape_groups(samples: list, size: int) -> list[list]:
+    """Consecutive samples in groups of at most ``size`` whose images share a shape."""
+    groups: list[list] = []
+    for s in samples:
+        if groups and len(groups[-1]) < size and groups[-1][0].image.shape == s.image.shape:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+# ------------------------------------------------------------------------------------ trainer
+class SemanticTrainer:
+    """One epoch = ``steps_per_epoch`` steps, then val mIoU on the full-resolution labels."""
+
+    def __init__(self, cfg: dict, train, val, classes: list[dict], out_dir: Path, device):
+        self.cfg, self.train_samples, self.val_samples = cfg, train, val
+        self.classes, self.out_dir, self.device = classes, out_dir, device
+        self.n = len(classes)
+        self.ignore = int(cfg["ignore_index"])
+        torch.manual_seed(cfg["seed"])
+        model_cfg = dict(cfg["model"])
+        name = model_cfg.pop("preset", "small")
+        model_cfg.update(in_channels=int(cfg["in_channels"]), classes=self.n)
+        self.model = GRUUNet(preset(name, **model_cfg))
+        if cfg["init"]:
+            from grunet.train import initial_weights
+
+            self.model.load_state_dict(initial_weights(cfg["init"], self.model.cfg))
+        self.model = self.model.to(device)
+        if cfg["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
+        )
+        from grunet.train import lr_factor
+
+        self.total_steps = cfg["epochs"] * cfg["steps_per_epoch"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, cfg["warmup_steps"], self.total_steps, cfg["min_lr_fraction"]),
+        )
+        self.mean, self.std = sd.channel_stats(train)
+        self.weights = sd.class_weights(train, self.n, cfg["class_weighting"])
+        self.weight_tensor = torch.tensor(self.weights, dtype=torch.float32)
+        self.rng = np.random.default_rng(cfg["seed"])
+        self.sampler = sd.SemanticPatchSampler(train, cfg, self.mean, self.std, self.rng)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best: dict = {"mean_iou": -1.0, "epoch": 0}
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        spec = self.cfg["loss"]
+        return semantic_loss(
+            logits,
+            target,
+            name=spec["name"],
+            weights=self.weight_tensor,
+            ignore_index=self.ignore,
+            gamma=float(spec["gamma"]),
+        )
+
+    def train_step(self) -> float:
+        self.model.train()
+        x, y = self.sampler.batch(self.cfg["batch_size"])
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        y = y.to(self.device)
+        with autocast(self.device, self.cfg["amp"]):
+            logits = self.model(x)
+        loss = self.loss(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def validate(self) -> tuple[dict, np.ndarray, float]:
+        """Metrics and confusion of the val images at their files' resolution, and val loss."""
+        confusion = np.zeros((self.n, self.n), dtype=np.int64)
+        losses = []
+        for group in _same_shape_groups(self.val_samples, 4):
+            logits = class_scores(
+                self.model,
+                np.stack([s.image for s in group]),
+                self.mean,
+                self.std,
+                self.device,
+                out_shape=group[0].full_labels.shape,
+                amp=self.cfg["amp"],
+            )
+            for s, lg in zip(group, logits):
+                target = torch.from_numpy(s.full_labels.astype(np.int64))
+                losses.append(float(self.loss(lg[None], target[None])))
+                pred = lg.argmax(0).numpy()
+                confusion += confusion_matrix(s.full_labels, pred, self.n, self.ignore)
+        names = [c["name"] for c in self.classes]
+        return semantic_metrics(confusion, names), confusion, float(np.mean(losses))
+
+    def run_epoch(self) -> dict:
+        start = time.time()
+        steps = self.cfg["steps_per_epoch"]
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {self.epoch + 1}/{self.cfg['epochs']}",
+            file=sys.stderr,
+            leave=False,
+            mininterval=10,
+        )
+        losses = []
+        for _ in bar:
+            losses.append(self.train_step())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        train_time = time.time() - start
+        metrics, confusion, val_loss = self.validate()
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "step": self.epoch * steps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "val_miou": metrics["mean_iou"],
+            "val_global_acc": metrics["global_accuracy"],
+            "val_class_acc": metrics["class_average_accuracy"],
+            "train_seconds": round(train_time, 1),
+            "val_seconds": round(time.time() - start - train_time, 1),
+        }
+        self.history.append(row)
+        improved = metrics["mean_iou"] > self.best["mean_iou"]
+        if improved:
+            self.best = {"mean_iou": metrics["mean_iou"], "epoch": self.epoch, "metrics": metrics}
+            names = [c["name"] for c in self.classes]
+            write_confusion_csv(confusion, names, self.out_dir / "confusion.csv")
+        self.save(improved)
+        text = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        tqdm.write(" ".join(text), file=sys.stderr)
+        return row
+
+    def fit(self, stop_after: int | None = None) -> dict:
+        done = 0
+        while self.epoch < self.cfg["epochs"]:
+            if stop_after is not None and done >= stop_after:
+                return self.best
+            self.run_epoch()
+            done += 1
+        self.write_val_metrics()
+        return self.best
+
+    # ---- outputs
+    def metadata(self) -> dict:
+        return {
+            "grunet_train": True,
+            "task": SEMANTIC,
+            "classes": self.classes,
+            "ignore_index": self.ignore,
+            "normalization": {"mean": self.mean, "std": self.std, "scale": 255.0},
+            "input_scale": float(self.cfg["data"]["input_scale"]),
+            "class_weights": self.weights,
+            "preset": self.cfg["model"].get("preset", "small"),
+            "epoch": self.epoch,
+            "epochs": self.cfg["epochs"],
+            "steps": self.epoch * self.cfg["steps_per_epoch"],
+            "loss": self.cfg["loss"]["name"],
+            "data": self.cfg["data"].get("root"),
+            "n_train_images": len(self.train_samples),
+            "n_val_images": len(self.val_samples),
+            "config": self.cfg,
+        }
+
+    def save(self, improved: bool) -> None:
+        meta = self.metadata()
+        meta["val"] = {k: v for k, v in self.history[-1].items() if k.startswith("val_")}
+        if improved:
+            meta_best = dict(meta, val_metrics=self.best["metrics"])
+            save_checkpoint(self.out_dir / "best.pt", self.model, jsonable(meta_best))
+        meta["resume"] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "best": json.dumps(jsonable(self.best)),
+        }
+        save_checkpoint(self.out_dir / "last.pt", self.model, meta)
+        self.write_log()
+        plot_semantic_curves(self.history, self.out_dir / "curves.png")
+
+    def resume(self) -> None:
+        ckpt = load_checkpoint(self.out_dir / "last.pt")
+        state = ckpt.metadata.get("resume")
+        if state is None:
+            raise ConfigError(f"{self.out_dir / 'last.pt'}: no resume state in checkpoint")
+        self.model.load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.history = list(state["history"])
+        self.epoch = int(ckpt.metadata["epoch"])
+        self.best = json.loads(state["best"])
+
+    def write_log(self) -> None:
+        with open(self.out_dir / "log.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(self.history[0]))
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def write_val_metrics(self) -> None:
+        out = {"best_epoch": self.best.get("epoch"), "val": self.best.get("metrics", {})}
+        (self.out_dir / "val_metrics.json").write_text(json.dumps(jsonable(out), indent=2))
+
+
+def plot_semantic_curves(history: list[dict], path: Path) -> None:
+    """Loss, val mIoU / accuracies and learning rate per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
+    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    axes[1].plot(epochs, [r["val_miou"] for r in history], label="mIoU")
+    axes[1].plot(epochs, [r["val_global_acc"] for r in history], label="global acc")
+    axes[1].plot(epochs, [r["val_class_acc"] for r in history], label="class-avg acc")
+    axes[1].set(xlabel="epoch", title="validation", ylim=(0, 1))
+    axes[2].plot(epochs, [r["lr"] for r in history])
+    axes[2].set(xlabel="epoch", title="learning rate (end of epoch)")
+    for ax in axes[:2]:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def train_semantic(
+    cfg: dict, out_dir: Path, *, resume: bool, device: str, stop_after: int | None
+) -> dict:
+    """Train a semantic model from a merged config (see :func:`grunet.train.train`)."""
+    d = cfg["data"]
+    if not d["root"]:
+        raise ConfigError("data.root: task semantic needs a dataset folder (images/, labels/)")
+    if cfg["loss"]["name"] not in SEMANTIC_LOSSES:
+        raise ConfigError(
+            f"loss.name: {cfg['loss']['name']!r} is an instance loss; for task semantic choose "
+            f"one of {SEMANTIC_LOSSES}"
+        )
+    ignore = int(cfg["ignore_index"])
+    classes = sd.resolve_classes(cfg["classes"], d["root"], ignore)
+    cfg["classes"] = classes
+    channels = int(cfg["in_channels"])
+    scale = float(d["input_scale"])
+    if not 0 < scale <= 4:
+        raise ConfigError(f"data.input_scale must be in (0, 4], got {scale}")
+    opts = {
+        "n_classes": len(classes),
+        "ignore_index": ignore,
+        "channels": channels,
+        "input_scale": scale,
+    }
+    train_set = sd.load_split(d["root"], d["train_split"], limit=d["limit_train"], **opts)
+    val = sd.load_split(d["root"], d["val_split"], limit=d["limit_val"], **opts)
+    dev = select_device(device)
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    trainer = SemanticTrainer(cfg, train_set, val, classes, out_dir, dev)
+    if resume:
+        trainer.resume()
+    tqdm.write(
+        f"semantic training on {dev} (autocast {autocast_dtype(dev) if cfg['amp'] else None}), "
+        f"{len(classes)} classes, {len(train_set)} train / {len(val)} val images at scale "
+        f"{scale}, epoch {trainer.epoch}/{cfg['epochs']}",
+        file=sys.stderr,
+    )
+    return trainer.fit(stop_after=stop_after)
