@@ -14,10 +14,12 @@ from grunet.errors import InputError
 
 
 def load_model(path: str | Path | None = None, *, device: str = "auto"):
-    """A ready predictor for a checkpoint; ``None`` loads the demo model shipped with grunet.
+    """A ready predictor for a checkpoint or a shipped model.
 
     Args:
-        path: a checkpoint written by ``grunet train``, or None for the shipped model.
+        path: a checkpoint written by ``grunet train``, a shipped model's name ("nuclei" or
+            "dsb2018": the nuclei instance model, "camvid": the 11-class street-scene semantic
+            model), or None for the nuclei model.
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda" or "mps".
 
     Returns:
@@ -25,6 +27,7 @@ def load_model(path: str | Path | None = None, *, device: str = "auto"):
 
     Example:
         >>> model = grunet.load_model()  # doctest: +SKIP
+        >>> street = grunet.load_model("camvid")  # doctest: +SKIP
     """
     from grunet.checkpoint import load_checkpoint
     from grunet.predict import Predictor

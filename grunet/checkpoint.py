@@ -18,7 +18,35 @@ from grunet.model import GRUUNet, GRUUNetConfig
 
 FORMAT = "grunet-checkpoint"
 FORMAT_VERSION = 1
-SHIPPED_MODEL = Path(__file__).parent / "weights" / "small_dsb2018.pt"
+WEIGHTS = Path(__file__).parent / "weights"
+SHIPPED_MODEL = WEIGHTS / "small_dsb2018.pt"
+# shipped models by name; None loads the nuclei model
+SHIPPED_MODELS = {
+    "nuclei": SHIPPED_MODEL,
+    "dsb2018": SHIPPED_MODEL,
+    "camvid": WEIGHTS / "small_camvid.pt",
+}
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """The checkpoint file of a shipped model's name (see :data:`SHIPPED_MODELS`), of None (the
+    nuclei model) or of a path. An existing file wins over a name.
+
+    Raises:
+        CheckpointError: neither an existing file nor a shipped model's name.
+    """
+    if name_or_path is None:
+        return SHIPPED_MODEL
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    name = str(name_or_path).strip().lower()
+    if name in SHIPPED_MODELS:
+        return SHIPPED_MODELS[name]
+    names = ", ".join(sorted(SHIPPED_MODELS))
+    raise CheckpointError(
+        f"{path}: cannot load checkpoint (no such file, and not a shipped model name: {names})"
+    )
 
 
 @dataclass
@@ -81,12 +109,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
-    """Read and verify a checkpoint; ``None`` loads the small demo model shipped in the package.
+    """Read and verify a checkpoint: a path, a shipped model's name ("nuclei" / "dsb2018",
+    "camvid"), or ``None`` for the small nuclei model shipped in the package.
 
     Raises:
         CheckpointError: the file is missing, corrupt, truncated, or not a grunet checkpoint.
     """
-    path = SHIPPED_MODEL if path is None else Path(path)
+    path = resolve_model_path(path)
     if not path.is_file():
         where = "no such file" if not path.exists() else "not a file"
         raise CheckpointError(f"{path}: cannot load checkpoint ({where})")
