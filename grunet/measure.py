@@ -561,16 +561,31 @@ def measure_store(
         zarr.open_group(str(image_store / "labels" / labels), mode="r").attrs.get("grunet", {})
     )
     sample = sample or sample_name(image_store)
-    batches = iter_tables(
-        label_data,
-        stack.data,
-        channel_names=stack.channel_names,
-        pixel_sizes=stack.pixel_sizes,
-        sample=sample,
-        metadata=metadata,
-        block=block,
-        progress=progress,
-    )
+    three_d = bool(label_attrs.get("three_d")) and label_data.shape[-3] > 1
+    if three_d:  # one row per 3D cell and time point (grunet.measure3d)
+        from grunet.measure3d import iter_tables_3d
+
+        batches = iter_tables_3d(
+            label_data,
+            stack.data,
+            channel_names=stack.channel_names,
+            pixel_sizes=stack.pixel_sizes,
+            anisotropy=(label_attrs.get("options") or {}).get("anisotropy"),
+            sample=sample,
+            metadata=metadata,
+            block=block,
+        )
+    else:
+        batches = iter_tables(
+            label_data,
+            stack.data,
+            channel_names=stack.channel_names,
+            pixel_sizes=stack.pixel_sizes,
+            sample=sample,
+            metadata=metadata,
+            block=block,
+            progress=progress,
+        )
     T, C, Z, Y, X = stack.shape
     provenance = {
         "version": __version__,
@@ -585,6 +600,7 @@ def measure_store(
         "shape": {"t": T, "c": C, "z": Z, "y": Y, "x": X},
         "pixel_sizes": stack.pixel_sizes,
         "channel_names": stack.channel_names,
+        "three_d": three_d,
     }
     write_table(batches, out_parquet, provenance, overwrite=overwrite)
     return out_parquet

@@ -21,6 +21,8 @@ def run_pipeline(
     batch_size: int | None = None,
     diameter: float | None = None,
     diameter_um: float | None = None,
+    mode: str = "auto",
+    anisotropy: float | None = None,
     keep_probabilities: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -45,6 +47,9 @@ def run_pipeline(
             multi-channel file); None: all (see :func:`grunet.predict.predict_store`).
         tile, batch_size: inference options (see ``grunet predict``).
         diameter, diameter_um: nucleus diameter in px or µm (default: estimated per image).
+        mode: "auto" (Z-stacks in 3D, the rest per plane), "3d" or "2d" (every plane alone).
+            3D predicts XY, XZ and YZ planes (:mod:`grunet.predict3d`) and labels cells in 3D.
+        anisotropy: z step / xy pixel size of Z-stacks (default: from the metadata, else 1).
         keep_probabilities: keep ``outdir/<stem>.probs.zarr`` (deleted otherwise).
         overwrite: replace existing outputs.
         progress: show progress bars on stderr.
@@ -76,19 +81,36 @@ def run_pipeline(
     for store in stores:
         stem = store.name[: -len(".ome.zarr")]
         probs = outdir / f"{stem}.probs.zarr"
-        predict_store(
-            store,
-            probs,
-            model=predictor,
-            channels=channels,
-            tile=tile,
-            batch_size=batch_size,
-            diameter=diameter,
-            diameter_um=diameter_um,
-            overwrite=True,
-            progress=progress,
-        )
-        segment_store(probs, store, overwrite=overwrite, progress=progress)
+        three_d = use_3d(mode, open_store(store).shape[2])
+        if three_d:
+            from grunet.predict3d import predict_store_3d
+
+            predict_store_3d(
+                store,
+                probs,
+                model=predictor,
+                anisotropy=anisotropy,
+                channels=channels,
+                batch_size=batch_size,
+                diameter=diameter,
+                diameter_um=diameter_um,
+                overwrite=True,
+                progress=progress,
+            )
+        else:
+            predict_store(
+                store,
+                probs,
+                model=predictor,
+                channels=channels,
+                tile=tile,
+                batch_size=batch_size,
+                diameter=diameter,
+                diameter_um=diameter_um,
+                overwrite=True,
+                progress=progress,
+            )
+        segment_store(probs, store, overwrite=overwrite, three_d=three_d, progress=progress)
         if not keep_probabilities:
             remove_path(probs)
         table = outdir / "cells" / f"{stem}.parquet"
@@ -96,6 +118,13 @@ def run_pipeline(
             measure_store(store, table, sample=stem, overwrite=overwrite, progress=progress)
         )
     return count_files(tables, counts, overwrite=overwrite)
+
+
+def use_3d(mode: str, n_z: int) -> bool:
+    """Whether a stack of ``n_z`` planes is segmented in 3D under ``mode`` (auto, 3d, 2d)."""
+    if mode not in ("auto", "3d", "2d"):
+        raise InputError(None, f"mode: expected auto, 3d or 2d, got {mode!r}")
+    return n_z > 1 and mode != "2d"
 
 
 def store_channel_names(store: Path) -> list[str]:

@@ -65,6 +65,7 @@ class SegmentOptions:
     grow_radius: int = 10  # how far (px, 4-/6-connected steps) a cell grows from its seed
     max_hole_size: int = 64  # enclosed background regions up to this many px are filled (0: off)
     min_size: int = 0  # cells with fewer px (after growth and hole filling) are removed
+    anisotropy: float = 1.0  # 3D: z step / xy pixel size; growth steps in z this much longer
 
     def __post_init__(self):
         for key in ("min_seed_size", "grow_radius", "max_hole_size", "min_size"):
@@ -72,8 +73,10 @@ class SegmentOptions:
             if value < 0 or value != int(value):
                 raise ValueError(f"SegmentOptions.{key} must be a whole number >= 0, got {value}")
             object.__setattr__(self, key, int(value))  # e.g. 4.0 from checkpoint metadata
-        for key in ("seed_threshold", "foreground_threshold"):
+        for key in ("seed_threshold", "foreground_threshold", "anisotropy"):
             object.__setattr__(self, key, float(getattr(self, key)))
+        if not (np.isfinite(self.anisotropy) and self.anisotropy > 0):
+            raise ValueError(f"SegmentOptions.anisotropy must be > 0, got {self.anisotropy}")
 
     @property
     def halo(self) -> int:
@@ -111,36 +114,51 @@ def _masks(p: np.ndarray, opts: SegmentOptions) -> tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- growth, holes
 
 
-def _grow(seeds: np.ndarray, priority: np.ndarray, radius: int) -> np.ndarray:
+def _grow(seeds: np.ndarray, priority: np.ndarray, radius: int, anisotropy: float = 1.0):
     """Grow labelled seeds (Z, Y, X) into the foreground (priority >= 0) for ``radius`` steps.
 
     Each step visits only the front: unlabelled foreground pixels next to a labelled one. A
-    single plane is grown with its 4 YX neighbours only (no z look-ups).
+    single plane is grown with its 4 YX neighbours only (no z look-ups). In 3D a z step counts
+    ``anisotropy`` xy steps: with anisotropy a > 1, z moves happen on a fraction 1/a of the steps
+    (a < 1: xy moves on a fraction a of ``radius / a`` steps), so growth reaches ``radius`` xy
+    px and about ``radius / a`` planes, whatever the voxel shape.
     """
     dims = seeds.shape if seeds.shape[0] > 1 else seeds.shape[1:]
     labels = np.pad(seeds.reshape(dims), 1)
     prio = np.pad(priority.reshape(dims), 1, constant_values=-1)
     strides = np.cumprod((1,) + labels.shape[:0:-1])[::-1]  # C-order element strides
     offsets = [-strides[-2], -strides[-1], strides[-1], strides[-2]]
+    rate_xy, rate_z, steps = 1.0, 1.0, radius
     if len(dims) == 3:
         offsets += [-strides[0], strides[0]]
+        rate_xy, rate_z = min(1.0, anisotropy), min(1.0, 1.0 / anisotropy)
+        steps = int(round(radius / rate_xy))
     flat, flat_prio = labels.ravel(), prio.ravel()
     free = (flat_prio >= 0) & (flat == 0)  # may still be grown into
-    front = _next_front(np.flatnonzero(flat), offsets, free) if radius else None
-    for step in range(radius):
+    front = _next_front(np.flatnonzero(flat), offsets, free) if steps else None
+    for step in range(steps):
         if front.size == 0:
             break
+        moves = []
+        if int((step + 1) * rate_xy + 1e-9) > int(step * rate_xy + 1e-9):
+            moves += offsets[:4]
+        if len(offsets) > 4 and int((step + 1) * rate_z + 1e-9) > int(step * rate_z + 1e-9):
+            moves += offsets[4:]
         best = np.zeros(front.size, flat.dtype)
         best_p = np.full(front.size, -np.inf, flat_prio.dtype)
-        for off in offsets:  # fixed order: ties go to the first neighbour in it
+        for off in moves:  # fixed order: ties go to the first neighbour in it
             neighbour = front + off
             lab, pr = flat[neighbour], flat_prio[neighbour]
             take = (lab > 0) & (pr > best_p)
             best[take], best_p[take] = lab[take], pr[take]
-        flat[front] = best  # synchronous: all reads happened before this write
-        free[front] = False
-        if step + 1 < radius:
-            front = _next_front(front, offsets, free)
+        got = best > 0
+        grown, waiting = front[got], front[~got]
+        flat[grown] = best[got]  # synchronous: all reads happened before this write
+        free[grown] = False
+        if step + 1 < steps:
+            front = _next_front(grown, offsets, free)
+            if waiting.size:  # next to a cell along an axis that did not move this step
+                front = np.union1d(front, waiting)
     inner = labels[(slice(1, -1),) * labels.ndim]
     return np.ascontiguousarray(inner).reshape(seeds.shape)
 
@@ -489,7 +507,8 @@ def _grown_block(key, grid: _Grid, table: _SeedTable, scratch: _Scratch, opts) -
             if priority is None:
                 priority = np.full(seeds.shape, -1, part.dtype)
             priority[dst] = part
-    grown = _fill_holes(_grow(seeds, priority, opts.grow_radius), opts.max_hole_size)
+    grown = _grow(seeds, priority, opts.grow_radius, opts.anisotropy)
+    grown = _fill_holes(grown, opts.max_hole_size)
     ys, xs = grid.region(key)
     core = (
         slice(None),

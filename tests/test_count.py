@@ -81,7 +81,8 @@ def test_empty_image_gives_zero_cells_through_segment_measure_count(tmp_path, nu
     """A real image whose probabilities say "all background": valid empty outputs, no error."""
     from grunet import io as gio
     from grunet.io import ImageStack
-    from grunet.measure import measure_store, table_columns
+    from grunet.measure import measure_store
+    from grunet.measure3d import table_columns_3d
     from grunet.segmentation import segment_store
 
     image = nuclei_3d[0][None, None, 28:31, :96, :80]  # (T=1, C=1, Z=3, Y, X): a 3D stack
@@ -93,7 +94,8 @@ def test_empty_image_gives_zero_cells_through_segment_measure_count(tmp_path, nu
     assert not gio.read_labels(store).compute().any()
     table_path = measure_store(store, tmp_path / "cells" / "E.parquet", metadata={"well": "D4"})
     table = pd.read_parquet(table_path)
-    assert len(table) == 0 and list(table.columns) == [*table_columns(["ch0"]), "well"]
+    # labelled in 3D, so measured per 3D cell
+    assert len(table) == 0 and list(table.columns) == [*table_columns_3d(["ch0"]), "well"]
     assert main(["count", str(table_path), "-o", str(tmp_path / "E.csv")]) == 0
     counts = pd.read_csv(tmp_path / "E.csv")
     assert counts.to_dict("records") == [{"sample": "E", "t": 0, "n_cells": 0, "well": "D4"}]

@@ -145,6 +145,7 @@ def ragged_case(draw, three_d: bool | None = None):
         grow_radius=draw(st.integers(0, 5)),
         max_hole_size=draw(st.sampled_from([0, 1, 4, 12])),
         min_size=draw(st.sampled_from([0, 0, 3, 10])),
+        anisotropy=draw(st.sampled_from([1.0, 1.0, 0.5, 2.18, 3.0])),  # z steps in 3D growth
     )
 
     def side(n):  # non-divisors, 1-px-thin last blocks, blocks larger than the image

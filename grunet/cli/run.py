@@ -29,12 +29,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     add_diameter_options(parser)
+    add_3d_options(parser)
     parser.add_argument(
         "--keep-probabilities", action="store_true", help="keep OUTDIR/<stem>.probs.zarr"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.set_defaults(func=run)
     return parser
+
+
+def add_3d_options(parser: argparse.ArgumentParser) -> None:
+    """``--mode`` / ``--anisotropy``: how Z-stacks are segmented."""
+    parser.add_argument(
+        "--mode",
+        choices=["auto", "3d", "2d"],
+        default="auto",
+        help="Z-stacks: auto/3d = cells in 3D from XY, XZ and YZ predictions; 2d = every plane "
+        "on its own (default auto)",
+    )
+    parser.add_argument(
+        "--anisotropy",
+        type=float,
+        metavar="RATIO",
+        help="z step / xy pixel size of Z-stacks (default: from the metadata, else 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         diameter=args.diameter,
         diameter_um=args.diameter_um,
+        mode=args.mode,
+        anisotropy=args.anisotropy,
         keep_probabilities=args.keep_probabilities,
         overwrite=args.overwrite,
     )

@@ -26,6 +26,7 @@ zero size in a file's metadata is stored as unknown and noted in ``ImageStack.wa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -772,6 +773,16 @@ def read_image(path: str | Path, *, axes: str | None = None, scene: int | str = 
         >>> stack.shape  # doctest: +SKIP
         (1, 1, 60, 256, 256)
     """
+    stack = _read_image(path, axes, scene)
+    if str(path).startswith("demo:"):  # the demo files carry no pixel sizes; their sources do
+        from grunet.demo import demo_pixel_sizes
+
+        known = {k: v for k, v in demo_pixel_sizes(str(path)).items() if v is not None}
+        stack = dataclasses.replace(stack, pixel_sizes={**stack.pixel_sizes, **known})
+    return stack
+
+
+def _read_image(path: str | Path, axes: str | None, scene: int | str) -> ImageStack:
     kind, source, axes = _source(path, axes)
     if kind == "probe":
         kind = _probe(source)
