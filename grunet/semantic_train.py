@@ -384,3 +384,55 @@ def train_semantic(
         file=sys.stderr,
     )
     return trainer.fit(stop_after=stop_after)
+
+
+def export_semantic_model(
+    run_dir: str | Path, dest: str | Path, *, command: str, notes: dict | None = None
+) -> dict:
+    """Ship a semantic run's ``best.pt`` as a small checkpoint plus a JSON sidecar.
+
+    The checkpoint keeps what inference needs (task, classes, ignore index, mean/std
+    normalisation, input scale) and what provenance needs (data, epochs, val metrics, config,
+    the command); ``dest.json`` repeats it with the file's sha256 and size.
+    """
+    from grunet import __version__
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    meta, cfg = ckpt.metadata, ckpt.metadata["config"]
+    with open(run_dir / "log.csv") as fh:
+        log = list(csv.DictReader(fh))
+    seconds = sum(float(r["train_seconds"]) + float(r["val_seconds"]) for r in log)
+    shipped = {
+        "grunet_version": __version__,
+        "task": SEMANTIC,
+        "classes": meta["classes"],
+        "ignore_index": meta["ignore_index"],
+        "normalization": meta["normalization"],
+        "input_scale": meta.get("input_scale", 1.0),
+        "preset": meta["preset"],
+        "data": {
+            "dataset": Path(cfg["data"]["root"]).name if cfg["data"]["root"] else None,
+            "train_split": cfg["data"]["train_split"],
+            "val_split": cfg["data"]["val_split"],
+            "n_train_images": meta["n_train_images"],
+            "n_val_images": meta["n_val_images"],
+        },
+        "epochs": cfg["epochs"],
+        "best_epoch": meta["epoch"],
+        "steps": meta["steps"],
+        "loss": cfg["loss"]["name"],
+        "class_weighting": cfg["class_weighting"],
+        "class_weights": meta.get("class_weights"),
+        "val_metrics": meta.get("val_metrics"),
+        "training_minutes": round(seconds / 60, 1),
+        "log": [{k: float(v) for k, v in row.items()} for row in log],
+        "command": command,
+        "config": cfg,
+        **(notes or {}),
+    }
+    shipped = jsonable(shipped)
+    sha = save_checkpoint(dest, ckpt.build_model(), shipped)
+    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
+    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar

@@ -174,3 +174,16 @@ def test_classes_csv_leaves_out_the_ignore_row(tmp_path):
         {"name": "Sky", "colour": "#808080"},
         {"name": "Road", "colour": "#804080"},
     ]
+
+
+def test_export_keeps_what_inference_needs(tmp_path, one_torch_thread):
+    from grunet.semantic_train import export_semantic_model
+
+    root = make_dataset(tmp_path / "data", 3)
+    train(config(root, 3, epochs=1, steps_per_epoch=1), tmp_path / "run", device="cpu")
+    sidecar = export_semantic_model(tmp_path / "run", tmp_path / "m.pt", command="grunet train")
+    meta = load_checkpoint(tmp_path / "m.pt").metadata
+    assert "resume" not in meta and sidecar["sha256"] == load_checkpoint(tmp_path / "m.pt").sha256
+    for key in ("task", "classes", "ignore_index", "normalization", "input_scale"):
+        assert meta[key] == sidecar[key]
+    assert meta["val_metrics"]["mean_iou"] is not None
