@@ -1,15 +1,17 @@
-"""Z-stacks with the 2D network: predict XY, XZ and YZ planes of an isotropic stack, average.
+"""Z-stacks with the 2D network: predict XY, XZ and YZ planes of an isotropic stack, combine.
 
 A 2D network sees no z boundary in XY planes: two nuclei stacked in z look like one. Seen from
 the side (XZ and YZ planes), a stack resampled to isotropic voxels shows the top and bottom of
-every nucleus like any other border, so the average of the three views' class probabilities
-(Cellpose's recipe) carries boundaries in z as well as in y and x. Seeds and growth then run in
-3D (:mod:`grunet.segmentation`, ``three_d=True``).
+every nucleus like any other border. The three views' class probabilities are combined (Cellpose
+averages them; the default here, ``"consensus"``, takes background where any view sees it and
+the mean interior probability, see :func:`combine_views` and the figures in its notes), so the
+result carries boundaries in z as well as in y and x. Seeds and growth then run in 3D
+(:mod:`grunet.segmentation`, ``three_d=True``, growth steps weighted by the anisotropy).
 
 Geometry: a stack of ``(Z, Y, X)`` voxels with z step ``anisotropy`` × the xy pixel size is
 resized by the object scale ``factor`` in y and x (nuclei get the model's diameter ``D0``, see
 :mod:`grunet.scale`) and by ``factor · anisotropy`` in z, so the network sees cubic voxels of
-its own scale; the averaged probabilities are resized back to the stack's own grid. Resizing is
+its own scale; the combined probabilities are resized back to the stack's own grid. Resizing is
 the separable triangle-kernel resampling of :mod:`grunet.scale`, axis by axis, so a box of the
 resized stack is computed exactly from its input support.
 
@@ -174,20 +176,46 @@ def predict_planes(predictor, planes: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_views(predictor, volume: np.ndarray, views=VIEWS) -> np.ndarray:
-    """Mean class probabilities ``(classes, Z, Y, X)`` of a network-scale ``(C, Z, Y, X)`` volume
-    over the chosen ``views`` ("xy": planes along z, "xz": along y, "yz": along x)."""
+COMBINE = ("consensus", "mean")
+
+
+def combine_views(views: list[np.ndarray], how: str = "consensus") -> np.ndarray:
+    """One (background, interior, boundary) map from the views' maps (each (3, Z, Y, X)).
+
+    ``"mean"``: the average of the views (Cellpose's rule). ``"consensus"`` (default): a voxel is
+    background where *any* view says so (P(background) is the views' maximum) and its interior
+    probability is the views' mean, capped so the classes still sum to 1. Why: each 2D view is
+    blind along its own normal (XY planes cannot see where a nucleus ends in z, so above and
+    below a nucleus they still see its blurred light as foreground; XZ planes are blind in y,
+    YZ planes in x), so the foreground is best where all views agree, while seeds (interior)
+    are steadiest as the consensus of all three.
+    """
+    if how == "mean" or len(views) == 1:
+        return sum(views[1:], views[0].copy()) / np.float32(len(views))
+    if how != "consensus":
+        raise ValueError(f"combine must be one of {COMBINE}, got {how!r}")
+    background = np.maximum.reduce([v[0] for v in views])
+    interior = np.minimum(sum(v[1] for v in views) / np.float32(len(views)), 1 - background)
+    out = [background, interior]
+    if views[0].shape[0] > 2:
+        out.append(np.maximum(1 - background - interior, 0))
+    return np.stack(out).astype(np.float32)
+
+
+def predict_views(predictor, volume: np.ndarray, views=VIEWS, combine: str = "consensus"):
+    """Class probabilities ``(classes, Z, Y, X)`` of a network-scale ``(C, Z, Y, X)`` volume
+    from the chosen ``views`` ("xy": planes along z, "xz": along y, "yz": along x), combined
+    by :func:`combine_views`."""
     unknown = sorted(set(views) - set(VIEWS))
     if unknown or not views:
         raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {views}")
-    total = None
+    maps = []
     for view in views:
         axis = {"xy": 1, "xz": 2, "yz": 3}[view]  # the axis the planes are stacked along
         planes = np.moveaxis(volume, axis, 0)  # (N, C, a, b) with (a, b) in z, y, x order
         probs = predict_planes(predictor, np.ascontiguousarray(planes))
-        probs = np.moveaxis(probs, 0, axis)  # back to (classes, Z, Y, X)
-        total = probs if total is None else total + probs
-    return total / np.float32(len(views))
+        maps.append(np.moveaxis(probs, 0, axis))  # back to (classes, Z, Y, X)
+    return combine_views(maps, combine)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -254,7 +282,9 @@ def plan_boxes(
     return boxes
 
 
-def predict_box(predictor, read, geo: Geometry, box: Box3, views=VIEWS) -> np.ndarray:
+def predict_box(
+    predictor, read, geo: Geometry, box: Box3, views=VIEWS, combine: str = "consensus"
+) -> np.ndarray:
     """Probabilities ``(classes, *box size)`` of one core box on the stack's grid.
 
     ``read(box)`` returns the normalised ``(C, z, y, x)`` stack voxels of a box.
@@ -263,7 +293,7 @@ def predict_box(predictor, read, geo: Geometry, box: Box3, views=VIEWS) -> np.nd
     source = support3(geo.shape, geo.scaled, window)
     data = read(source)
     volume = resample_box(data, geo.shape, geo.scaled, window, source[::2])
-    probs = predict_views(predictor, volume, views)
+    probs = predict_views(predictor, volume, views, combine)
     return resample_box(probs, geo.scaled, geo.shape, box, window[::2])
 
 
@@ -274,6 +304,7 @@ def predict_volume(
     factor: float = 1.0,
     anisotropy: float = 1.0,
     views=VIEWS,
+    combine: str = "consensus",
     tile: int | None = None,
     max_voxels: int = MAX_WINDOW_VOXELS,
 ) -> np.ndarray:
@@ -284,7 +315,7 @@ def predict_volume(
         volume: normalised intensities (numpy, or any array sliced on demand).
         factor: object scale of the stack's xy planes (:mod:`grunet.scale`).
         anisotropy: z step / xy pixel size.
-        views: planes to predict and average (default all three).
+        views: planes to predict (default all three); combine: see :func:`combine_views`.
         tile, max_voxels: block plan (see :func:`plan_boxes`).
 
     Example:
@@ -299,17 +330,17 @@ def predict_volume(
 
     for box in plan_boxes(shape, factor, anisotropy, predictor.halo, tile, max_voxels):
         out[:, box[0] : box[1], box[2] : box[3], box[4] : box[5]] = predict_box(
-            predictor, read, geo, box, views
+            predictor, read, geo, box, views, combine
         )
     return out
 
 
 def iter_boxes(
-    predictor, read, geo: Geometry, boxes: list[Box3], views=VIEWS
+    predictor, read, geo: Geometry, boxes: list[Box3], views=VIEWS, combine: str = "consensus"
 ) -> Iterator[tuple[Box3, np.ndarray]]:
     """(box, probabilities) of each core box in turn."""
     for box in boxes:
-        yield box, predict_box(predictor, read, geo, box, views)
+        yield box, predict_box(predictor, read, geo, box, views, combine)
 
 
 # --------------------------------------------------------------------------- stores
@@ -332,6 +363,7 @@ def predict_store_3d(
     model=None,
     anisotropy: float | None = None,
     views=VIEWS,
+    combine: str = "consensus",
     tile: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
@@ -354,7 +386,8 @@ def predict_store_3d(
         out_path: the ``<sample>.probs.zarr`` group to create.
         model: checkpoint path, Checkpoint, Predictor, or None (the shipped model).
         anisotropy: z step / xy pixel size (None: from the store's pixel sizes, else 1).
-        views: planes predicted and averaged (default "xy", "xz", "yz").
+        views: planes predicted (default "xy", "xz", "yz"); combine: how their class
+            probabilities are combined (:func:`combine_views`).
         tile: YX block size in stack px (default: the largest whose window fits
             ``MAX_WINDOW_VOXELS``).
         batch_size, device, threads, channels, diameter, diameter_um, overwrite, progress:
@@ -411,6 +444,7 @@ def predict_store_3d(
         "anisotropy": {"value": aniso, "source": aniso_source},
         "method": "orthogonal",
         "views": list(views),
+        "combine": combine,
         "segmentation": segmentation_options_3d(predictor.segmentation_options, scale, aniso),
         **predictor.describe(),
     }
@@ -433,7 +467,7 @@ def predict_store_3d(
         bar = tqdm(total=n_t * len(boxes), desc="predict 3D", unit="block", disable=not progress)
         with bar:
             for t in range(n_t):
-                for b, probs in iter_boxes(predictor, reader(t), geo, boxes, views):
+                for b, probs in iter_boxes(predictor, reader(t), geo, boxes, views, combine):
                     target[t, :, b[0] : b[1], b[2] : b[3], b[4] : b[5]] = probs.astype(np.float16)
                     bar.update(1)
         group.attrs["grunet"] = {**attrs, **predictor.describe()}
@@ -447,6 +481,7 @@ def segment_volume(
     anisotropy: float = 1.0,
     diameter: float | None = None,
     views=VIEWS,
+    combine: str = "consensus",
     block: int | None = None,
 ) -> np.ndarray:
     """Instance labels ``(Z, Y, X)`` (uint32) of one in-memory ``(Z, Y, X)``/``(C, Z, Y, X)`` stack.
@@ -482,7 +517,7 @@ def segment_volume(
         estimate=lambda: estimate_diameter(predictor, [middle]).diameter,
     )
     probs = predict_volume(
-        predictor, normalised, factor=scale.factor, anisotropy=aniso, views=views
+        predictor, normalised, factor=scale.factor, anisotropy=aniso, views=views, combine=combine
     )
     options = segmentation_options_3d(predictor.segmentation_options, scale, aniso)
     labels = segment_probabilities(

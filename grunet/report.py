@@ -159,7 +159,7 @@ def _read_tables(tables: Sequence[str | Path], group_by: str | None) -> pd.DataF
     """The columns the report plots, from every table (the rest is never loaded)."""
     import pyarrow.parquet as pq
 
-    wanted = {"sample", "t", "area", "area_um2", group_by}
+    wanted = {"sample", "t", "area", "area_um2", "volume", "volume_um3", group_by}
     frames = []
     for path in tables:
         try:
@@ -403,6 +403,10 @@ def _section_sizes(cells: pd.DataFrame, group_by) -> str:
     column, unit = "area", "px"
     if "area_um2" in cells.columns and cells["area_um2"].notna().any():
         column, unit = "area_um2", "µm²"
+    elif "area" not in cells.columns and "volume" in cells.columns:  # 3D cells
+        column, unit = "volume", "voxels"
+        if "volume_um3" in cells.columns and cells["volume_um3"].notna().any():
+            column, unit = "volume_um3", "µm³"
     if column not in cells.columns or cells.empty:
         return "<h2>Cell sizes</h2><p class='muted'>No cells measured.</p>"
     values = cells[column].dropna()

@@ -36,6 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--channels", help="comma-separated channel names or indices to use (default: all)"
     )
     add_diameter_options(parser)
+    from grunet.cli.run import add_3d_options
+
+    add_3d_options(parser)
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -61,8 +64,28 @@ def add_diameter_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from grunet.io import open_store
+    from grunet.pipeline import use_3d
     from grunet.predict import predict_store
 
+    if use_3d(args.mode, open_store(args.store).shape[2]):
+        from grunet.predict3d import predict_store_3d
+
+        predict_store_3d(
+            args.store,
+            args.output,
+            model=args.model,
+            anisotropy=args.anisotropy,
+            batch_size=args.batch_size,
+            device=args.device,
+            threads=args.threads,
+            channels=args.channels.split(",") if args.channels else None,
+            diameter=args.diameter,
+            diameter_um=args.diameter_um,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        return 0
     predict_store(
         args.store,
         args.output,

@@ -303,6 +303,8 @@ def get_predict_options(wildcards):
             option("--batch-size", p["batch_size"]),
             option("--device", p["device"]),
             option("--compile", p["compile"]),
+            option("--mode", config["segment"]["mode"]),
+            option("--anisotropy", p.get("anisotropy")),
         )
         if o
     )
