@@ -175,3 +175,61 @@ def test_3d_table_blockwise_equals_whole_and_regionprops():
     np.testing.assert_allclose(t0["max_intensity_dna"], ref["intensity_max-0"])
     np.testing.assert_allclose(t0["volume_um3"], ref["area"] * 0.5)
     np.testing.assert_allclose(t0["equivalent_diameter_um"], np.cbrt(6 * ref["area"] * 0.5 / np.pi))
+
+
+# --------------------------------------------------------------------------- blocks and stores
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_blockwise_prediction_matches_whole_stack(nuclei_3d):
+    from grunet.api import load_model
+    from grunet.predict3d import predict_volume
+    from grunet.preprocess import normalize_channels
+
+    image = nuclei_3d[0][20:44, 60:188, 40:168].astype(np.float32)  # real nuclei, (24, 128, 128)
+    norm = normalize_channels(image[None])
+    predictor = load_model(device="cpu")
+    options = {"factor": 0.4, "anisotropy": 0.29 / 0.26}
+    whole = predict_volume(predictor, norm, **options)
+    tiled = predict_volume(predictor, norm, tile=48, max_voxels=2**14, **options)  # z cut too
+    agree = (whole.argmax(0) == tiled.argmax(0)).mean()
+    assert agree > 0.99, agree
+    assert np.abs(whole - tiled).mean() < 0.01
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_store_prediction_records_anisotropy_and_3d_sizes(tmp_path, nuclei_3d):
+    import zarr
+
+    from grunet import io as gio
+    from grunet.io import ImageStack
+    from grunet.predict3d import predict_store_3d
+    from grunet.segmentation import segment_store
+
+    image = nuclei_3d[0][None, None, 24:40, 60:156, 40:136]  # (1, 1, 16, 96, 96)
+    sizes = {"z": 0.58, "y": 0.26, "x": 0.26}
+    store = gio.write_image(
+        tmp_path / "s.ome.zarr", ImageStack(image, pixel_sizes=sizes), chunks=48
+    )
+    probs = predict_store_3d(store, tmp_path / "s.probs.zarr", diameter=48, progress=False)
+    attrs = zarr.open_group(str(probs), mode="r").attrs["grunet"]
+    assert attrs["anisotropy"] == {"value": pytest.approx(0.58 / 0.26), "source": "metadata"}
+    assert attrs["segmentation"]["anisotropy"] == pytest.approx(0.58 / 0.26)
+    assert attrs["segmentation"]["min_size"] > 0  # half-diameter sphere, in voxels
+    assert zarr.open_array(str(probs / "probs"), mode="r").shape == (1, 3, 16, 96, 96)
+    segment_store(probs, store)
+    labels = np.asarray(gio.read_labels(store).compute())
+    assert labels.shape == (1, 1, 16, 96, 96) and labels.max() >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_demo_stack_count_and_f1(nuclei_3d):
+    """The demo stack with the model's own thresholds: 20 labelled nuclei (about 2 min on CPU)."""
+    from grunet.evaluate import evaluate_labels
+
+    image, truth = nuclei_3d
+    labels = segment_volume(image, anisotropy=0.29 / 0.26)
+    metrics = evaluate_labels(truth, labels)
+    assert abs(metrics["n_pred"] - 20) <= 1
+    assert metrics["f1_50"] >= 0.9
