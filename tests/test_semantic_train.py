@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shared_dataset
 from PIL import Image
 
 from grunet.checkpoint import load_checkpoint
@@ -187,3 +188,16 @@ def test_export_keeps_what_inference_needs(tmp_path, one_torch_thread):
     for key in ("task", "classes", "ignore_index", "normalization", "input_scale"):
         assert meta[key] == sidecar[key]
     assert meta["val_metrics"]["mean_iou"] is not None
+
+
+def test_camvid_layout_reads_as_a_semantic_dataset():
+    from grunet.semantic_data import load_split, resolve_classes
+
+    root = shared_dataset("camvid")
+    classes = resolve_classes(None, root, 255)
+    assert [c["name"] for c in classes][:4] == ["Sky", "Building", "Pole", "Road"]
+    assert len(classes) == 11 and classes[0]["colour"] == "#808080"
+    (sample,) = load_split(root, "val", n_classes=11, ignore_index=255, input_scale=0.5, limit=1)
+    assert sample.image.shape == (180, 240, 3) and sample.labels.shape == (180, 240)
+    assert sample.full_labels.shape == (360, 480)
+    assert set(np.unique(sample.full_labels)) <= set(range(11)) | {255}
