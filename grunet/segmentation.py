@@ -25,7 +25,9 @@ scratch data plus a halo read from its neighbours' scratch data, mapping their b
 through the face table. The driver holds only that table and one row of block faces.
 
 2D mode segments every (t, z) plane on its own; 3D mode (``three_d=True``, default when Z > 1)
-labels seeds and grows them across z within a t (blocks span all of Z, YX is chunked). Ids are
+labels seeds and grows them across z within a t (blocks span all of Z, YX is chunked; stacks
+too deep for that are cut in z slabs too, joined across slab faces like YX blocks, with a z
+halo of the planes growth can reach). Ids are
 unique across the whole stack (every t and z) and stored as uint32; a stack that would need more
 ids than uint32 holds is refused rather than wrapped around.
 """
@@ -53,6 +55,7 @@ from grunet.parallel import in_order
 
 UINT32_MAX = np.iinfo(np.uint32).max
 MAX_BLOCK_VOXELS = 2**24  # default 3D blocks (all of Z) are cut in YX to about this many voxels
+MIN_BLOCK_SIDE = 128  # ... down to this YX side; deeper stacks (Z > 1024) are cut in z slabs too
 
 
 @dataclass(frozen=True)
@@ -210,31 +213,37 @@ def _fill_holes(labels: np.ndarray, max_hole_size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Grid:
-    """Blocks (t, z, i, j) of a (T, Z, Y, X) stack: z is a plane (2D) or all of Z (3D)."""
+    """Blocks (t, k, i, j) of a (T, Z, Y, X) stack: k is a plane (2D) or a z slab (3D)."""
 
     shape: tuple[int, int, int, int]
     three_d: bool
     ys: np.ndarray  # block boundaries along Y (len n_i + 1)
     xs: np.ndarray
+    zs: np.ndarray  # along Z: every plane (2D), all of Z or slabs (3D)
 
     @property
     def keys(self) -> list[tuple[int, int, int, int]]:
-        T, Z = self.shape[:2]
-        zs = range(1) if self.three_d else range(Z)
-        ny, nx = len(self.ys) - 1, len(self.xs) - 1
-        return [(t, z, i, j) for t in range(T) for z in zs for i in range(ny) for j in range(nx)]
+        T = self.shape[0]
+        nz, ny, nx = len(self.zs) - 1, len(self.ys) - 1, len(self.xs) - 1
+        return [
+            (t, k, i, j) for t in range(T) for k in range(nz) for i in range(ny) for j in range(nx)
+        ]
 
-    def zslice(self, z: int) -> slice:
-        return slice(None) if self.three_d else slice(z, z + 1)
+    @property
+    def z_faces(self) -> bool:
+        """Whether seeds are joined across z slabs (3D cut in z)."""
+        return self.three_d and len(self.zs) > 2
+
+    def zslice(self, k: int) -> slice:
+        return slice(int(self.zs[k]), int(self.zs[k + 1]))
 
     def region(self, key) -> tuple[slice, slice]:
         _, _, i, j = key
         return slice(self.ys[i], self.ys[i + 1]), slice(self.xs[j], self.xs[j + 1])
 
     def chunks(self) -> tuple[tuple[int, ...], ...]:
-        T, Z = self.shape[:2]
-        zc = (Z,) if self.three_d else (1,) * Z
-        return ((1,) * T, zc, tuple(np.diff(self.ys)), tuple(np.diff(self.xs)))
+        T = self.shape[0]
+        return ((1,) * T, tuple(np.diff(self.zs)), tuple(np.diff(self.ys)), tuple(np.diff(self.xs)))
 
 
 def _boundaries(n: int, block: int | Iterable[int]) -> np.ndarray:
@@ -248,6 +257,11 @@ def _boundaries(n: int, block: int | Iterable[int]) -> np.ndarray:
 
 def _grid(probs, block, three_d: bool) -> _Grid:
     T, _, Z, Y, X = probs.shape
+    bz = None
+    if block is not None and not np.isscalar(block) and len(block) == 3:
+        bz, block = int(block[0]), tuple(block[1:])
+        if bz < 1:
+            raise ValueError(f"block sizes must be positive, got {bz}")
     if block is not None:
         by, bx = (block, block) if np.isscalar(block) else block
         if int(by) < 1 or int(bx) < 1:
@@ -257,14 +271,22 @@ def _grid(probs, block, three_d: bool) -> _Grid:
         ys, xs = _boundaries(Y, probs.chunks[3]), _boundaries(X, probs.chunks[4])
     else:
         ys, xs = _boundaries(Y, max(Y, 1)), _boundaries(X, max(X, 1))
+    if not three_d:
+        zs = np.arange(Z + 1, dtype=np.int64)
+    elif bz is not None:
+        zs = _boundaries(Z, bz)
+    else:
+        zs = np.array([0, Z], np.int64)
     if (
         block is None
         and three_d
         and Z * int(np.diff(ys).max(initial=0)) * int(np.diff(xs).max(initial=0)) > MAX_BLOCK_VOXELS
     ):
-        side = max(int(np.sqrt(MAX_BLOCK_VOXELS / Z)), 128)  # whole-Z blocks stay ~64 MiB/array
+        side = max(int(np.sqrt(MAX_BLOCK_VOXELS / Z)), MIN_BLOCK_SIDE)  # ~64 MiB per array
         ys, xs = _boundaries(Y, side), _boundaries(X, side)
-    return _Grid((T, Z, Y, X), three_d, ys, xs)
+        if bz is None and Z * side * side > MAX_BLOCK_VOXELS:  # too deep: z slabs too
+            zs = _boundaries(Z, max(MAX_BLOCK_VOXELS // (side * side), 1))
+    return _Grid((T, Z, Y, X), three_d, ys, xs, zs)
 
 
 class _Scratch:
@@ -318,11 +340,16 @@ def _reader(probs) -> Callable:
     return lambda t, z, y, x: np.asarray(probs[t, :, z, y, x])
 
 
-def _label_block(p: np.ndarray, opts: SegmentOptions) -> dict:
-    """Label one block's seeds once: inner seeds 1..k (small ones dropped), face pieces k+1.."""
+def _label_block(p: np.ndarray, opts: SegmentOptions, z_faces: bool = False) -> dict:
+    """Label one block's seeds once: inner seeds 1..k (small ones dropped), face pieces k+1..
+
+    With ``z_faces`` (3D cut in z slabs) seeds on the first and last plane are face pieces too.
+    """
     seed_mask, priority = _masks(p, opts)
     labels, n = ndi.label(seed_mask, structure=_STRUCTURE)
     faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    if z_faces:
+        faces += [labels[0], labels[-1]]
     is_face = np.zeros(n + 1, bool)
     for face in faces:
         is_face[face.ravel()] = True
@@ -344,6 +371,7 @@ def _label_block(p: np.ndarray, opts: SegmentOptions) -> dict:
         "face_sizes": sizes[is_face].astype(np.int64),  # in face-piece order (k+1..k+f)
         "faces": [compact[:, -1].copy(), compact[:, :, -1].copy()],  # bottom, right
         "tops": [compact[:, 0].copy(), compact[:, :, 0].copy()],  # top, left
+        "z_faces": [compact[-1].copy(), compact[0].copy()] if z_faces else None,  # last, first
     }
 
 
@@ -383,7 +411,7 @@ def _seed_pass(grid: _Grid, probs, opts: SegmentOptions, scratch: _Scratch, firs
     def work(key):
         t, z, _, _ = key
         ys, xs = grid.region(key)
-        result = _label_block(read(t, grid.zslice(z), ys, xs), opts)
+        result = _label_block(read(t, grid.zslice(z), ys, xs), opts, grid.z_faces)
         scratch.put(key, "seeds", result.pop("seeds"))
         scratch.put(key, "priority", result.pop("priority"))
         return result
@@ -391,6 +419,7 @@ def _seed_pass(grid: _Grid, probs, opts: SegmentOptions, scratch: _Scratch, firs
     table = _SeedTable()
     sizes, edges = [], []
     above: dict = {}  # (t, z, j) -> bottom face of the block above (one row of faces)
+    below: dict = {}  # (t, i, j) -> last plane of the slab before in z (one layer of planes)
     left = None  # right face of the block to the left
     n_faces = 0
     for key, result in zip(keys, in_order(work, keys)):
@@ -400,10 +429,15 @@ def _seed_pass(grid: _Grid, probs, opts: SegmentOptions, scratch: _Scratch, firs
         table.face_count[key] = result["face_sizes"].size
         sizes.append(result["face_sizes"])
         top, left_face = result["tops"]
-        for neighbour, mine, other in (
+        sides = [
             ((t, z, i - 1, j), top, above.get((t, z, j))),
             ((t, z, i, j - 1), left_face, left if j > 0 else None),
-        ):
+        ]
+        if result["z_faces"] is not None:
+            last, first = result["z_faces"]
+            sides.append(((t, z - 1, i, j), first, below.get((t, i, j)) if z > 0 else None))
+            below[(t, i, j)] = last
+        for neighbour, mine, other in sides:
             if other is None:
                 continue
             pairs = _face_pairs(other, mine)
@@ -469,6 +503,21 @@ def _window(grid: _Grid, key, halo: int) -> tuple[slice, slice]:
     )
 
 
+def _z_halo(opts: SegmentOptions) -> int:
+    """Planes whose data a voxel's label depends on across z (growth only; holes are planar)."""
+    rate_xy, rate_z = min(1.0, opts.anisotropy), min(1.0, 1.0 / opts.anisotropy)
+    steps = int(round(opts.grow_radius / rate_xy))
+    return int(steps * rate_z + 1e-9) + 2
+
+
+def _z_window(grid: _Grid, key, opts: SegmentOptions) -> slice:
+    zs = grid.zslice(key[1])
+    if not grid.z_faces:
+        return zs
+    halo = _z_halo(opts)
+    return slice(max(zs.start - halo, 0), min(zs.stop + halo, grid.shape[1]))
+
+
 def _block_of(edges: np.ndarray, pixel: int) -> int:
     """Index of the block (edges from _boundaries) that holds ``pixel``."""
     return int(np.searchsorted(edges, pixel, "right")) - 1
@@ -477,65 +526,64 @@ def _block_of(edges: np.ndarray, pixel: int) -> int:
 def _grown_block(key, grid: _Grid, table: _SeedTable, scratch: _Scratch, opts) -> np.ndarray:
     """Final labels (Z, by, bx) of one block: its seeds plus a halo from the blocks around it."""
     wy, wx = _window(grid, key, opts.halo)
+    wz = _z_window(grid, key, opts)
     t, z, i, j = key
-    n_z = grid.shape[1] if grid.three_d else 1
-    seeds = np.zeros((n_z, wy.stop - wy.start, wx.stop - wx.start), np.uint32)
+    seeds = np.zeros((wz.stop - wz.start, wy.stop - wy.start, wx.stop - wx.start), np.uint32)
     priority = None
     # every block the window touches: the 8 neighbours, more where blocks are thinner than the halo
     bi = range(_block_of(grid.ys, wy.start), _block_of(grid.ys, wy.stop - 1) + 1)
     bj = range(_block_of(grid.xs, wx.start), _block_of(grid.xs, wx.stop - 1) + 1)
-    for ni in bi:
-        for nj in bj:
-            other = (t, z, ni, nj)
-            oy, ox = grid.region(other)
-            y0, y1 = max(oy.start, wy.start), min(oy.stop, wy.stop)
-            x0, x1 = max(ox.start, wx.start), min(ox.stop, wx.stop)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            src = (
-                slice(None),
-                slice(y0 - oy.start, y1 - oy.start),
-                slice(x0 - ox.start, x1 - ox.start),
-            )
-            dst = (
-                slice(None),
-                slice(y0 - wy.start, y1 - wy.start),
-                slice(x0 - wx.start, x1 - wx.start),
-            )
-            seeds[dst] = table.lut(other)[scratch.get(other, "seeds", src)]
-            part = scratch.get(other, "priority", src)
-            if priority is None:
-                priority = np.full(seeds.shape, -1, part.dtype)
-            priority[dst] = part
+    bk = range(_block_of(grid.zs, wz.start), _block_of(grid.zs, wz.stop - 1) + 1)
+    if not grid.z_faces:
+        bk = range(z, z + 1)
+    for nk, ni, nj in ((nk, ni, nj) for nk in bk for ni in bi for nj in bj):
+        other = (t, nk, ni, nj)
+        oy, ox = grid.region(other)
+        oz = grid.zslice(nk)
+        y0, y1 = max(oy.start, wy.start), min(oy.stop, wy.stop)
+        x0, x1 = max(ox.start, wx.start), min(ox.stop, wx.stop)
+        z0, z1 = max(oz.start, wz.start), min(oz.stop, wz.stop)
+        if y0 >= y1 or x0 >= x1 or z0 >= z1:
+            continue
+        src = (
+            slice(z0 - oz.start, z1 - oz.start),
+            slice(y0 - oy.start, y1 - oy.start),
+            slice(x0 - ox.start, x1 - ox.start),
+        )
+        dst = (
+            slice(z0 - wz.start, z1 - wz.start),
+            slice(y0 - wy.start, y1 - wy.start),
+            slice(x0 - wx.start, x1 - wx.start),
+        )
+        seeds[dst] = table.lut(other)[scratch.get(other, "seeds", src)]
+        part = scratch.get(other, "priority", src)
+        if priority is None:
+            priority = np.full(seeds.shape, -1, part.dtype)
+        priority[dst] = part
     grown = _grow(seeds, priority, opts.grow_radius, opts.anisotropy)
     grown = _fill_holes(grown, opts.max_hole_size)
     ys, xs = grid.region(key)
+    zs = grid.zslice(z)
     core = (
-        slice(None),
+        slice(zs.start - wz.start, zs.stop - wz.start),
         slice(ys.start - wy.start, ys.stop - wy.start),
         slice(xs.start - wx.start, xs.stop - wx.start),
     )
     return np.ascontiguousarray(grown[core])
 
 
-def _face_ids(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(
-        np.concatenate(
-            [
-                labels[:, 0].ravel(),
-                labels[:, -1].ravel(),
-                labels[:, :, 0].ravel(),
-                labels[:, :, -1].ravel(),
-            ]
-        )
-    )
+def _face_ids(labels: np.ndarray, z_faces: bool = False) -> np.ndarray:
+    faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    if z_faces:
+        faces += [labels[0], labels[-1]]
+    ids = np.unique(np.concatenate([f.ravel() for f in faces]))
     return ids[ids > 0]
 
 
-def _sizes(labels: np.ndarray, min_size: int) -> dict[str, np.ndarray]:
+def _sizes(labels: np.ndarray, min_size: int, z_faces: bool = False) -> dict[str, np.ndarray]:
     """Pixel counts of the face-touching ids, and the inner ids under ``min_size`` px."""
     ids, counts = np.unique(labels, return_counts=True)
-    at_face = np.isin(ids, _face_ids(labels))
+    at_face = np.isin(ids, _face_ids(labels, z_faces))
     small = ~at_face & (counts < min_size) & (ids > 0)
     return {"ids": ids[at_face], "counts": counts[at_face].astype(np.int64), "small": ids[small]}
 
@@ -557,7 +605,7 @@ def _size_pass(grid, table, scratch, opts) -> np.ndarray:
     def work(key):
         labels = _grown_block(key, grid, table, scratch, opts)
         scratch.put(key, "labels", labels)
-        return _sizes(labels, opts.min_size)
+        return _sizes(labels, opts.min_size, grid.z_faces)
 
     ids, counts, small = [], [], []
     for part in in_order(work, keys):
@@ -589,17 +637,19 @@ def _assemble(make: Callable, grid: _Grid, dtype) -> da.Array:
     for key in grid.keys:
         t, z, i, j = key
         ys, xs = grid.region(key)
-        n_z = grid.shape[1] if grid.three_d else 1
-        shape = (n_z, ys.stop - ys.start, xs.stop - xs.start)
+        zs = grid.zslice(z)
+        shape = (zs.stop - zs.start, ys.stop - ys.start, xs.stop - xs.start)
         block = task(key, dask_key_name=f"{name}-{'-'.join(map(str, key))}")
         rows[key] = da.from_delayed(block, shape=shape, dtype=dtype)
-    T, Z = grid.shape[:2]
-    zs = [0] if grid.three_d else range(Z)
-    ny, nx = len(grid.ys) - 1, len(grid.xs) - 1
+    T = grid.shape[0]
+    nz, ny, nx = len(grid.zs) - 1, len(grid.ys) - 1, len(grid.xs) - 1
     return da.stack(
         [
             da.concatenate(
-                [da.block([[rows[t, z, i, j] for j in range(nx)] for i in range(ny)]) for z in zs]
+                [
+                    da.block([[rows[t, z, i, j] for j in range(nx)] for i in range(ny)])
+                    for z in range(nz)
+                ]
             )
             for t in range(T)
         ]
@@ -620,8 +670,11 @@ def segment_probabilities(
     Args:
         probs: (T, 3, Z, Y, X) background/interior/boundary probabilities (numpy or dask).
         options: thresholds and sizes (:class:`SegmentOptions`).
-        block: YX block size (int or (by, bx)); None keeps the dask chunks (numpy: one block),
-            except that 3D blocks (all of Z) are cut to about ``MAX_BLOCK_VOXELS`` voxels.
+        block: YX block size (int or (by, bx)), or (bz, by, bx) to cut 3D stacks in z slabs
+            too; None keeps the dask YX chunks (numpy: one block) with 3D blocks spanning all
+            of Z, except that those are cut to about ``MAX_BLOCK_VOXELS`` voxels: in YX down
+            to ``MIN_BLOCK_SIDE`` px, then (stacks deeper than 1024 planes) in z slabs.
+            Seeds are joined across z slab faces and growth reads a z halo, as across YX.
         three_d: seeds and growth across z (default: Z > 1); else every (t, z) plane alone.
         first_id: ids start at ``first_id + 1`` (to continue numbering of another stack).
         scratch: a path whose temporary sibling folder holds the per-block intermediates

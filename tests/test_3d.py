@@ -233,3 +233,17 @@ def test_demo_stack_count_and_f1(nuclei_3d):
     metrics = evaluate_labels(truth, labels)
     assert abs(metrics["n_pred"] - 20) <= 1
     assert metrics["f1_50"] >= 0.9
+
+
+def test_deep_stacks_are_cut_in_z_slabs_within_the_block_budget():
+    import dask.array as da
+
+    from grunet.segmentation import MAX_BLOCK_VOXELS, _grid
+
+    deep = da.zeros((1, 3, 3000, 512, 512), chunks=(1, 3, 1, 512, 512), dtype=np.float16)
+    grid = _grid(deep, None, three_d=True)
+    assert len(grid.zs) > 2 and grid.z_faces
+    biggest = np.diff(grid.zs).max() * np.diff(grid.ys).max() * np.diff(grid.xs).max()
+    assert biggest <= MAX_BLOCK_VOXELS
+    shallow = _grid(deep[:, :, :60], None, three_d=True)
+    assert list(shallow.zs) == [0, 60] and not shallow.z_faces  # all of Z in one block
