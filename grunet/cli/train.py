@@ -10,7 +10,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train",
         help="train a GRUU-Net on annotated images",
         description="Train GRUU-Net; writes OUTDIR/best.pt, last.pt, log.csv, curves.png, "
-        "val_metrics.json. --resume continues a stopped run exactly.",
+        "val_metrics.json. --resume continues a stopped run exactly. A config with "
+        "'task: semantic' trains an N-class model on data.root (images/, labels/, manifest.csv; "
+        "best epoch by val mIoU).",
     )
     parser.add_argument("-c", "--config", required=True, help="training config YAML")
     parser.add_argument("-o", "--output", required=True, help="output folder")
@@ -33,5 +35,8 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels,
         device=args.device,
     )
-    print(f"best epoch {best.get('epoch')}: val F1@0.5 = {best.get('f1_50', float('nan')):.4f}")
+    if "mean_iou" in best:  # semantic model
+        print(f"best epoch {best.get('epoch')}: val mIoU = {best['mean_iou']:.4f}")
+    else:
+        print(f"best epoch {best.get('epoch')}: val F1@0.5 = {best.get('f1_50', float('nan')):.4f}")
     return 0
