@@ -6,11 +6,13 @@ values that combine exactly: a cell crossing block borders gets the same row as 
 is measured whole. Memory: one block of labels and image at a time, plus a few numbers per
 (cell, block) pair.
 
-Columns: ``sample, t, label, centroid_{z,y,x}`` (voxels) and ``_um``, ``bbox_{min,max}_{z,y,x}``
+Columns: ``sample, t, z, label, centroid_{z,y,x}`` (voxels) and ``_um``, ``bbox_{min,max}_{z,y,x}``
 (max exclusive, like regionprops), ``volume`` (voxels), ``volume_um3``, ``equivalent_diameter``
 (diameter of the sphere of the cell's volume, in xy px: z voxels count ``anisotropy`` xy px) and
 ``equivalent_diameter_um``, and per channel ``{mean,min,max,integrated}_intensity_<channel>``.
-µm columns are NaN where the pixel sizes are unknown.
+µm columns are NaN where the pixel sizes are unknown. The 2D tables' shared columns keep their
+meaning so downstream code reads both: ``z`` is the plane of the cell's centroid (inside its
+bounding box) and ``area`` its voxel count, as ``regionprops`` names it in 3D (= ``volume``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ AXES = ("z", "y", "x")
 
 def table_columns_3d(channel_names: Sequence[str]) -> list[str]:
     """The 3D table's measurement columns, in order (metadata columns come after)."""
-    columns = ["sample", "t", "label"]
+    columns = ["sample", "t", "z", "label"]
     columns += [f"centroid_{a}" for a in AXES] + [f"centroid_{a}_um" for a in AXES]
     columns += [f"bbox_min_{a}" for a in AXES] + [f"bbox_max_{a}" for a in AXES]
-    columns += ["volume", "volume_um3", "equivalent_diameter", "equivalent_diameter_um"]
+    columns += ["area", "volume", "volume_um3", "equivalent_diameter", "equivalent_diameter_um"]
     names = channel_column_names(channel_names)
     for prefix in ("mean_intensity", "min_intensity", "max_intensity", "integrated_intensity"):
         columns += [f"{prefix}_{c}" for c in names]
@@ -86,6 +88,10 @@ def _rows(stats: pd.DataFrame, n_channels: int, names, pixel_sizes, anisotropy) 
         for a in AXES:
             col = stats[f"{kind}_{a}"].to_numpy(np.int64) if len(stats) else n.astype(np.int64)
             out[f"bbox_{kind}_{a}"] = col
+    plane = np.rint(out["centroid_z"]) if len(stats) else n
+    low, high = out["bbox_min_z"], out["bbox_max_z"] - 1
+    out["z"] = np.clip(plane, low, np.maximum(low, high)).astype(np.int32)
+    out["area"] = n.astype(np.int64)
     out["volume"] = n.astype(np.int64)
     out["volume_um3"] = n * size["z"] * size["y"] * size["x"]
     out["equivalent_diameter"] = np.cbrt(6.0 * n * anisotropy / np.pi)
