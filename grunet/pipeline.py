@@ -63,6 +63,7 @@ def run_pipeline(
     from grunet.io import open_store
     from grunet.io.convert import convert
     from grunet.measure import measure_store
+    from grunet.memory import release_memory
     from grunet.predict import Predictor, predict_store, select_channels, store_scale
     from grunet.segmentation import segment_store
 
@@ -110,13 +111,16 @@ def run_pipeline(
                 overwrite=True,
                 progress=progress,
             )
+        release_memory()  # each stage's freed buffers go back before the next one starts
         segment_store(probs, store, overwrite=overwrite, three_d=three_d, progress=progress)
+        release_memory()
         if not keep_probabilities:
             remove_path(probs)
         table = outdir / "cells" / f"{stem}.parquet"
         tables.append(
             measure_store(store, table, sample=stem, overwrite=overwrite, progress=progress)
         )
+        release_memory()
     return count_files(tables, counts, overwrite=overwrite)
 
 
