@@ -50,12 +50,13 @@ from grunet.io.stack import (
 )
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".lsm", ".stk")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")  # photographs / RGB scenes: read whole
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 TARGET_YX = 1024
 MAX_CHUNK_BYTES = 64 * 2**20
 AMBIGUOUS_AXES = "QI"  # tifffile's generic series/sequence axes
 SUPPORTED = (
-    "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy; "
+    "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy, PNG / JPEG; "
     f"CZI, ND2, LIF, DV and more with the '{vendor.EXTRA}' extra ({vendor.INSTALL})"
 )
 
@@ -658,6 +659,31 @@ def read_npy(path: str, axes: str | None = None) -> ImageStack:
     return _finish(_lazy(array, file_axes, path), file_axes, path)
 
 
+def read_picture(path: str, axes: str | None = None) -> ImageStack:
+    """A PNG / JPEG file: RGB (alpha dropped) as 3 channels, grey as 1 (read whole: such files
+    are small)."""
+    import imageio.v3 as iio
+
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as err:  # noqa: BLE001 - any decoder failure means a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            path, f"not a readable PNG/JPEG image (corrupt or truncated: {reason})"
+        ) from None
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # grey + alpha, RGB + alpha
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    check_shape(tuple(array.shape), path)
+    check_dtype(array.dtype, path)
+    file_axes = parse_axes(axes, array.ndim, path) if axes else ("YXC" if array.ndim == 3 else "YX")
+    names = ["red", "green", "blue"] if file_axes == "YXC" and array.shape[-1] == 3 else None
+    return _finish(
+        _lazy(np.ascontiguousarray(array), file_axes, path), file_axes, path, channel_names=names
+    )
+
+
 # --------------------------------------------------------------------------------------- entry
 def _source(path: str | Path, axes: str | None) -> tuple[str, str, str | None]:
     """(kind, path, axes) of an input: kind is zarr, npy, tiff, bioio or probe (try TIFF, bioio).
@@ -686,6 +712,8 @@ def _source(path: str | Path, axes: str | None) -> tuple[str, str, str | None]:
     name = p.name.lower()
     if name.endswith(".npy"):
         return "npy", str(p), axes
+    if name.endswith(PICTURE_SUFFIXES):
+        return "picture", str(p), axes
     if name.endswith(TIFF_SUFFIXES):
         return "tiff", str(p), axes
     if vendor.plugin_for(p):
@@ -796,4 +824,6 @@ def _read_image(path: str | Path, axes: str | None, scene: int | str) -> ImageSt
         return vendor.read_bioio(source, index)
     if kind == "zarr":
         return read_zarr(Path(source), axes)
+    if kind == "picture":
+        return read_picture(source, axes)
     return read_npy(source, axes)
