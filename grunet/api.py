@@ -42,10 +42,12 @@ def segment(
     chunk_size: int | None = None,
     diameter: float | None = None,
 ) -> np.ndarray:
-    """Instance labels (uint32, 0 = background) of one 2D ``(Y, X)`` or ``(C, Y, X)`` image.
+    """Instance labels (uint32, 0 = background) of one 2D ``(Y, X)`` or ``(C, Y, X)`` image;
+    for a semantic model (e.g. ``"camvid"``) its class map instead.
 
     Args:
-        image: numpy or dask array; intensities are normalised per channel by robust percentiles.
+        image: numpy or dask array; intensities are normalised per channel by robust percentiles
+            (a semantic model: by its training mean/std; RGB as ``(3, Y, X)``).
         model: a predictor from :func:`load_model`, a checkpoint path, or None (shipped model).
         chunk_size: segment in chunks of this many pixels per side (memory-bounded); the labels
             are identical to whole-image segmentation up to a renumbering.
@@ -54,7 +56,9 @@ def segment(
             (:func:`grunet.scale.estimate_diameter`). Labels are always on the image's grid.
 
     Returns:
-        ``(Y, X)`` uint32 labels.
+        ``(Y, X)`` uint32 labels; for a semantic model a ``(Y, X)`` class map (values 0..N-1,
+        uint8 up to 255 classes), on the image's grid whatever the model's input scale.
+        ``diameter`` does not apply to semantic models.
 
     Example:
         >>> labels = grunet.segment(tifffile.imread("nuclei.tif"), diameter=40)  # doctest: +SKIP
@@ -76,6 +80,8 @@ def segment(
             f"image has {array.shape[0]} channel(s) but the model expects "
             f"{predictor.in_channels}; pass a (C, Y, X) array with the model's channels",
         )
+    if predictor.semantic:
+        return _class_map(array, predictor, chunk_size)
     ranges = [percentile_range(channel) for channel in array]
     normalised = normalize_channels(array, ranges)
     scale = resolve_scale(
@@ -87,3 +93,25 @@ def segment(
     probs = predictor.predict_plane(normalised, factor=scale.factor)
     options = predictor.segmentation_options_for(scale)
     return segment_plane(probs, chunk_size=chunk_size, **options)
+
+
+def _class_map(array: np.ndarray, predictor, chunk_size: int | None) -> np.ndarray:
+    """Class map of a ``(C, Y, X)`` image with a semantic predictor (argmax per pixel; with
+    ``chunk_size`` the argmax runs on row bands, which gives the same map)."""
+    from grunet.class_map import argmax_classes
+    from grunet.preprocess import normalize_channels, percentile_range
+    from grunet.task import ignore_index, normalize_mean_std, uses_mean_std
+
+    norm = predictor.metadata.get("normalization") or {}
+    if uses_mean_std(norm):
+        normalised = normalize_mean_std(array, norm)
+    else:
+        normalised = normalize_channels(array, [percentile_range(c) for c in array])
+    probs = predictor.predict_plane(normalised, factor=predictor.input_scale)
+    ignore = ignore_index(predictor.metadata)
+    if not chunk_size:
+        return argmax_classes(probs, ignore)
+    step = int(chunk_size)
+    return np.concatenate(
+        [argmax_classes(probs[:, y : y + step], ignore) for y in range(0, probs.shape[1], step)]
+    )

@@ -115,7 +115,14 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     Raises:
         CheckpointError: the file is missing, corrupt, truncated, or not a grunet checkpoint.
     """
+    name = None if path is None else str(path)
     path = resolve_model_path(path)
+    shipped = {p: n for n, p in SHIPPED_MODELS.items()}
+    if not path.exists() and path in shipped:
+        raise CheckpointError(
+            f"{path}: the shipped model {name or shipped[path]!r} is not installed in this grunet "
+            "(its weights file is missing); pass a checkpoint path from `grunet train` instead"
+        )
     if not path.is_file():
         where = "no such file" if not path.exists() else "not a file"
         raise CheckpointError(f"{path}: cannot load checkpoint ({where})")

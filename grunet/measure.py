@@ -556,10 +556,18 @@ def measure_store(
     check_output_free(out_parquet, overwrite)
     check_output_free(out_parquet.with_suffix(".csv"), overwrite)
     stack = gio.open_store(image_store)
+    if not (image_store / "labels" / labels).is_dir() and (image_store / "labels/classes").is_dir():
+        from grunet.semantic_predict import instance_only
+
+        raise instance_only("store (labels/classes, no labels/" + labels + ")", image_store)
     label_data = gio.read_labels(image_store, labels)
     label_attrs = dict(
         zarr.open_group(str(image_store / "labels" / labels), mode="r").attrs.get("grunet", {})
     )
+    if label_attrs.get("task") == "semantic":
+        from grunet.semantic_predict import instance_only
+
+        raise instance_only(f"label image (labels/{labels})", image_store)
     sample = sample or sample_name(image_store)
     three_d = bool(label_attrs.get("three_d")) and label_data.shape[-3] > 1
     if three_d:  # one row per 3D cell and time point (grunet.measure3d)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from grunet.errors import InputError
 
+CLASS_AREAS = "class_areas.csv"  # the experiment's table of a semantic model (not counts.csv)
+
 
 def run_pipeline(
     inputs: Sequence[str | Path],
@@ -28,6 +30,11 @@ def run_pipeline(
     progress: bool = True,
 ) -> Path:
     """Convert, predict, segment, measure and count each input; return ``outdir/counts.csv``.
+
+    With a semantic model (:mod:`grunet.task`) each input gets a class map
+    (``<stem>.ome.zarr/labels/classes``) and a class-area table (``outdir/classes/<stem>.parquet``
+    and ``.csv``) instead of cells, and ``outdir/class_areas.csv`` (all of them) is returned
+    instead of counts; diameter, mode and anisotropy do not apply (planes are predicted alone).
 
     Writes ``outdir/<stem>.ome.zarr`` (image + ``labels/cells``), ``outdir/cells/<stem>.parquet``
     and ``.csv``, and ``outdir/counts.csv`` (one row per sample and time point). Every scene k
@@ -73,11 +80,25 @@ def run_pipeline(
     counts = outdir / "counts.csv"
     check_output_free(counts, overwrite)
     predictor = Predictor.from_checkpoint(model, device=device)
+    if predictor.semantic:
+        check_output_free(outdir / CLASS_AREAS, overwrite)
     stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
     for store in stores:  # every input checked before hours of work
         select_channels(channels, store_channel_names(store), store, predictor)
-        if diameter is not None or diameter_um is not None:
+        if not predictor.semantic and (diameter is not None or diameter_um is not None):
             store_scale(predictor, open_store(store), store, [], diameter, diameter_um, False)
+    if predictor.semantic:
+        return _run_semantic(
+            stores,
+            outdir,
+            predictor,
+            channels=channels,
+            tile=tile,
+            batch_size=batch_size,
+            keep_probabilities=keep_probabilities,
+            overwrite=overwrite,
+            progress=progress,
+        )
     tables = []
     for store in stores:
         stem = store.name[: -len(".ome.zarr")]
@@ -122,6 +143,31 @@ def run_pipeline(
         )
         release_memory()
     return count_files(tables, counts, overwrite=overwrite)
+
+
+def _run_semantic(
+    stores, outdir: Path, predictor, *, keep_probabilities, overwrite, progress, **options
+):
+    """Class maps and class-area tables of converted stores; ``outdir/class_areas.csv``."""
+    from grunet.class_area import combine_class_areas
+    from grunet.semantic_predict import predict_semantic_store
+
+    tables = []
+    for store in stores:
+        stem = store.name[: -len(".ome.zarr")]
+        _, table = predict_semantic_store(
+            store,
+            outdir / f"{stem}.probs.zarr",
+            outdir / "classes" / f"{stem}.parquet",
+            model=predictor,
+            sample=stem,
+            keep_probabilities=keep_probabilities,
+            overwrite=overwrite,
+            progress=progress,
+            **options,
+        )
+        tables.append(table)
+    return combine_class_areas(tables, outdir / CLASS_AREAS, overwrite=overwrite)
 
 
 def use_3d(mode: str, n_z: int) -> bool:

@@ -45,7 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from grunet import __version__
-from grunet.errors import ConfigError, InputError
+from grunet.errors import CheckpointError, ConfigError, InputError
 from grunet.runtime import PreparedModel, prepare_model, select_device, should_compile
 from grunet.scale import (
     FALLBACK_OBJECT_DIAMETER,
@@ -60,6 +60,7 @@ DEFAULT_TILE = 1024  # window core (pixels per side); one window per 1024² imag
 DEFAULT_HALO = 32  # context read on every side of a core; (1+2·32/1024)² = 1.13× the pixels
 ALIGN = 32  # tile/halo are rounded up to this (the network's total pooling stride)
 PROBS_NAME = "probs"
+NOT_APPLICABLE = "not applicable (semantic model)"  # object scale of semantic models
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -344,6 +345,49 @@ class Predictor:
         return {str(k): float(v) for k, v in options.items()}
 
     @property
+    def task(self) -> str:
+        """``"instance"`` or ``"semantic"`` (see :mod:`grunet.task`)."""
+        from grunet.task import model_task
+
+        try:
+            return model_task(self.metadata)
+        except ValueError as err:
+            raise CheckpointError(f"{self.path or 'model'}: {err}") from None
+
+    @property
+    def semantic(self) -> bool:
+        """True for an N-class semantic model (class maps, no object scale, no instances)."""
+        from grunet.task import SEMANTIC
+
+        return self.task == SEMANTIC
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the network's outputs, in order."""
+        if self.semantic:
+            from grunet.task import semantic_classes
+
+            return [c.name for c in semantic_classes(self.metadata, self.classes)]
+        return ["background", "interior", "boundary"][: self.classes]
+
+    @property
+    def input_scale(self) -> float:
+        """Resize factor of a semantic model's inputs (1.0 for instance models)."""
+        return float(self.metadata.get("input_scale") or 1.0) if self.semantic else 1.0
+
+    def semantic_scale(self) -> ObjectScale:
+        """The fixed input scale of a semantic model; object diameters do not apply."""
+        return ObjectScale(
+            diameter=0.0, source=NOT_APPLICABLE, model_diameter=0.0, factor=self.input_scale
+        )
+
+    def describe_scale(self, scale: ObjectScale) -> dict:
+        """The scale for provenance (a semantic model: "not applicable" and its input scale)."""
+        if scale.source == NOT_APPLICABLE:
+            return {"source": NOT_APPLICABLE, "input_scale": scale.factor}
+        return scale.describe()
+
+    @property
     def object_diameter(self) -> float:
         """The nucleus diameter (px) the model works at: ``D0`` of :mod:`grunet.scale`."""
         return float(self.metadata.get("object_diameter") or FALLBACK_OBJECT_DIAMETER)
@@ -615,7 +659,27 @@ def _image_array(image_store: Path, stack):
     return stack.data, (int(chunks[-2]), int(chunks[-1]))
 
 
-def _store_ranges(stack, path: Path) -> list[tuple[float, float]]:
+def normalize_raw(raw: np.ndarray, channels: list[int], norm) -> np.ndarray:
+    """Normalise the ``channels`` of a raw ``(C, y, x)`` region: per-channel ``(lo, hi)``
+    ranges (a list), or a semantic checkpoint's fixed mean/std (a dict)."""
+    if isinstance(norm, dict):
+        from grunet.task import normalize_mean_std
+
+        return normalize_mean_std(raw[list(channels)], norm)
+    from grunet.preprocess import normalize
+
+    return np.stack([normalize(raw[c], *norm[c]) for c in channels])
+
+
+def _store_ranges(stack, path: Path, predictor: Predictor | None = None):
+    """The normalisation of a store's channels: the model's mean/std (semantic checkpoints),
+    else the store's per-channel percentile ranges."""
+    if predictor is not None:
+        from grunet.task import uses_mean_std
+
+        norm = predictor.metadata.get("normalization") or {}
+        if uses_mean_std(norm):
+            return dict(norm)
     ranges = stack.normalization_ranges
     if ranges is None:
         from grunet.io import percentile_range_dask
@@ -636,8 +700,6 @@ def _load_region(
     For a rescaled block (``out_box`` set) the region lies on the resized grid: its support in
     the original plane is read and resampled.
     """
-    from grunet.preprocess import normalize
-
     t, z = block.plane
     y0, y1, x0, x1 = block.region
     shape = tuple(int(n) for n in data.shape[-2:])
@@ -646,7 +708,7 @@ def _load_region(
         y0, y1, x0, x1 = support(shape, scaled, block.region)
     raw = np.asarray(data[t, :, z, y0:y1, x0:x1])
     channels = list(range(len(raw))) if channels is None else channels
-    block.image = np.stack([normalize(raw[c], *ranges[c]) for c in channels])
+    block.image = normalize_raw(raw, channels, ranges)
     if block.out_box is not None:
         block.image = resample(block.image, shape, scaled, block.region, origin=(y0, x0))
     return block
@@ -668,11 +730,9 @@ class StorePlane:
         self.shape = (len(channels), *(int(n) for n in data.shape[-2:]))
 
     def __getitem__(self, index) -> np.ndarray:
-        from grunet.preprocess import normalize
-
         _, ys, xs = index
         raw = np.asarray(self.data[self.t, :, self.z, ys, xs])
-        return np.stack([normalize(raw[c], *self.ranges[c]) for c in self.channels])
+        return normalize_raw(raw, self.channels, self.ranges)
 
 
 def store_scale(
@@ -818,17 +878,20 @@ def predict_store(
     stack = open_store(image_store)
     n_t, n_c, n_z, n_y, n_x = stack.shape
     channel_index = select_channels(channels, stack.channel_names, image_store, predictor)
-    ranges = _store_ranges(stack, image_store)
+    ranges = _store_ranges(stack, image_store, predictor)
     source, (cy, cx) = _image_array(image_store, stack)
     planes = [(t, z) for t in range(n_t) for z in range(n_z)]
-    scale = store_scale(
-        predictor,
-        stack,
-        image_store,
-        [StorePlane(source, ranges, channel_index, t, z) for t, z in planes],
-        diameter,
-        diameter_um,
-    )
+    if predictor.semantic:  # a fixed input scale from the checkpoint; no object diameter
+        scale = predictor.semantic_scale()
+    else:
+        scale = store_scale(
+            predictor,
+            stack,
+            image_store,
+            [StorePlane(source, ranges, channel_index, t, z) for t, z in planes],
+            diameter,
+            diameter_um,
+        )
     factor = scale.factor
     block = scaled_block_size((cy, cx), predictor.tile, factor)
     layout = plan_scaled_blocks((n_y, n_x), block, predictor.tile, predictor.halo, factor)
@@ -842,12 +905,13 @@ def predict_store(
         "source": str(image_store),
         "shape": [n_t, predictor.classes, n_z, n_y, n_x],
         "axes": "tczyx",
-        "classes": ["background", "interior", "boundary"][: predictor.classes],
+        "task": predictor.task,
+        "classes": predictor.class_names,
         "channel_names": [stack.channel_names[i] for i in channel_index],
         "pixel_sizes": dict(stack.pixel_sizes),
-        "normalization_ranges": [list(r) for r in ranges],
-        "object_scale": scale.describe(),
-        "segmentation": predictor.segmentation_options_for(scale),
+        **_normalization_attrs(ranges),
+        "object_scale": predictor.describe_scale(scale),
+        "segmentation": {} if predictor.semantic else predictor.segmentation_options_for(scale),
         **predictor.describe(),
         **prepared.describe(),
     }
@@ -890,6 +954,12 @@ def predict_store(
             )
         group.attrs["grunet"] = attrs
     return out_path
+
+
+def _normalization_attrs(norm) -> dict:
+    if isinstance(norm, dict):
+        return {"normalization": norm}
+    return {"normalization_ranges": [list(r) for r in norm]}
 
 
 def _fresh_blocks(layout: list[Block], plane) -> list[Block]:
@@ -979,7 +1049,7 @@ def _predict_block_task(
         _WORKER_PREDICTORS[key] = _as_predictor(checkpoint, options.pop("device"), **options)
     predictor = _WORKER_PREDICTORS[key]
     stack = open_store(image_store)
-    ranges = _store_ranges(stack, Path(image_store))
+    ranges = _store_ranges(stack, Path(image_store), predictor)
     source, _ = _image_array(Path(image_store), stack)
     shape = tuple(int(n) for n in stack.shape[-2:])
     block = scaled_block(box, shape, predictor.tile, predictor.halo, factor, tuple(plane))

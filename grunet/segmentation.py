@@ -812,6 +812,10 @@ def segment_store(
     if not image_store.exists():
         raise InputError(image_store, "image store not found")
     probs, attrs = gio.read_array(probs_path, "probs")
+    if attrs.get("task") == "semantic":
+        from grunet.semantic_predict import instance_only
+
+        raise instance_only("model's probabilities", probs_path)
     if probs.ndim != 5 or probs.shape[1] != 3:
         raise InputError(probs_path, f"expected probs of shape (T, 3, Z, Y, X), got {probs.shape}")
     check_output_free(image_store / "labels" / name, overwrite)

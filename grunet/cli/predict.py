@@ -13,7 +13,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="class probabilities (float16 zarr) of a canonical OME-Zarr image store",
         description=(
             "Run GRUU-Net over every (t, z) plane of STORE.ome.zarr, tile by tile with a halo and "
-            "smooth blending, and write OUT.probs.zarr (array 'probs', T,3,Z,Y,X float16)."
+            "smooth blending, and write OUT.probs.zarr (array 'probs', T,3,Z,Y,X float16). "
+            "A semantic model (N classes) also writes STORE/labels/classes (class map with "
+            "colours and names) and a class-area table (--areas)."
         ),
     )
     parser.add_argument("store", metavar="STORE.ome.zarr", help="image store (grunet convert)")
@@ -39,6 +41,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from grunet.cli.run import add_3d_options
 
     add_3d_options(parser)
+    parser.add_argument(
+        "--areas",
+        metavar="TABLE.parquet",
+        help="semantic models: class-area table (default: OUT's folder/classes/<sample>.parquet)",
+    )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -66,8 +73,16 @@ def add_diameter_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from grunet.io import open_store
     from grunet.pipeline import use_3d
-    from grunet.predict import predict_store
+    from grunet.predict import Predictor, predict_store
+    from grunet.semantic_evaluate import checkpoint_task
+    from grunet.task import SEMANTIC
 
+    task, checkpoint = checkpoint_task(args.model)
+    if task == SEMANTIC:
+        compile = COMPILE_CHOICES[args.compile]
+        return run_semantic(
+            args, Predictor.from_checkpoint(checkpoint, args.device, compile=compile)
+        )
     if use_3d(args.mode, open_store(args.store).shape[2]):
         from grunet.predict3d import predict_store_3d
 
@@ -103,4 +118,32 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    return 0
+
+
+def run_semantic(args: argparse.Namespace, predictor) -> int:
+    """Probabilities, class map (STORE/labels/classes) and class-area table of a store."""
+    from pathlib import Path
+
+    from grunet.measure import sample_name
+    from grunet.semantic_predict import predict_semantic_store
+
+    sample = sample_name(args.store)
+    areas = args.areas or Path(args.output).parent / "classes" / f"{sample}.parquet"
+    _, table = predict_semantic_store(
+        args.store,
+        args.output,
+        areas,
+        model=predictor,
+        sample=sample,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        tile=args.tile,
+        halo=args.halo,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        scheduler=args.scheduler,
+        channels=args.channels.split(",") if args.channels else None,
+    )
+    print(table)
     return 0

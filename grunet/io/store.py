@@ -121,8 +121,8 @@ def _write_block(block, target, region, channel, stats, check_labels):
             low, high = block.min(), block.max()
             if low < 0:
                 raise InputError(check_labels, f"labels contain negative values (min {low})")
-            if high > np.iinfo(np.uint32).max:
-                raise InputError(check_labels, f"label {high} does not fit uint32")
+            if high > np.iinfo(target.dtype).max:
+                raise InputError(check_labels, f"label {high} does not fit {target.dtype}")
         block = block.astype(target.dtype, copy=False)
     target[region] = block
     if stats:
@@ -401,6 +401,8 @@ def write_labels(
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    dtype: Any = np.uint32,
+    image_label: dict[str, Any] | None = None,
 ) -> Path:
     """Write instance labels into ``store/labels/<name>`` (OME-Zarr labels spec), atomically.
 
@@ -414,6 +416,8 @@ def write_labels(
         attrs: entries for its ``"grunet"`` attribute (provenance).
         overwrite: replace an existing label image of that name.
         progress: show a tqdm bar on stderr.
+        dtype: stored integer type (uint32 for instances; class maps use uint8/uint16).
+        image_label: extra OME-NGFF ``image-label`` entries (``colors``, ``properties``).
 
     Returns:
         The path ``store/labels/<name>``.
@@ -453,7 +457,7 @@ def write_labels(
             IMAGE_PATH,
             shape=labels.shape,
             chunks=image_chunks(labels.shape, image.data.chunksize[-2:]),
-            dtype=np.uint32,
+            dtype=dtype,
             fill_value=0,
             dimension_names=list("tczyx"),
         )
@@ -463,7 +467,13 @@ def write_labels(
         _write_ome_metadata(group, image.pixel_sizes, name)
         add_metadata(
             group,
-            {"image-label": {"version": CurrentFormat().version, "source": {"image": "../../"}}},
+            {
+                "image-label": {
+                    "version": CurrentFormat().version,
+                    "source": {"image": "../../"},
+                    **(image_label or {}),
+                }
+            },
         )
         group.attrs["grunet"] = {**(attrs or {}), "version": __version__}
     _list_label(store, name)
