@@ -19,11 +19,10 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 
 
-# Tiny jobs run where snakemake runs instead of waiting in a cluster queue.
+# Tiny jobs run where snakemake runs instead of waiting in a cluster queue (more in the stages'
+# rule files: count.smk, classes.smk).
 localrules:
     all,
-    count,
-    aggregate_counts,
 
 
 wildcard_constraints:
@@ -38,8 +37,16 @@ rule all:
 
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/predict.smk"
-include: "workflow/rules/segment.smk"
-include: "workflow/rules/measure.smk"
-include: "workflow/rules/count.smk"
-include: "workflow/rules/report.smk"
+
+# The checkpoint's task picks the stages: class maps and class areas, or cells and counts.
+if SEMANTIC:
+
+    include: "workflow/rules/classes.smk"
+
+else:
+
+    include: "workflow/rules/predict.smk"
+    include: "workflow/rules/segment.smk"
+    include: "workflow/rules/measure.smk"
+    include: "workflow/rules/count.smk"
+    include: "workflow/rules/report.smk"

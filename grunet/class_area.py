@@ -155,6 +155,20 @@ def class_area_store(
     return out_parquet
 
 
+def is_class_area_table(path: str | Path) -> bool:
+    """True for a class-area Parquet table (by its columns; nothing else is read)."""
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception:  # noqa: BLE001 - not readable: let the cell-table reader report it
+        return False
+    return {"class_index", "class_name", "pixels"} <= names
+
+
 def combine_class_areas(
     tables: Sequence[str | Path], out_csv: str | Path, *, overwrite: bool = False
 ) -> Path:

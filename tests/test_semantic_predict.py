@@ -307,3 +307,26 @@ def test_store_prediction_at_half_scale_in_tiles_equals_whole_image(
     assert agree.mean() >= 0.99  # (random model: near-ties; float16 probabilities in the store)
     assert np.all(agree | (top2[1] - top2[0] < 0.01))
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_class_area_tables_combine_and_report_shows_class_maps(tmp_path, checkpoint, capsys):
+    from PIL import Image
+
+    from grunet.cli import main
+
+    for name, seed in (("a", 1), ("b", 2)):
+        Image.fromarray(rgb_image(seed=seed).transpose(1, 2, 0)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    pngs = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert main(["run", *pngs, "-o", str(out), "--model", str(checkpoint), "--device", "cpu"]) == 0
+    tables = [str(out / "classes" / "a.parquet"), str(out / "classes" / "b.parquet")]
+    assert main(["count", *tables, "-o", str(tmp_path / "areas.csv")]) == 0
+    combined = pd.read_csv(tmp_path / "areas.csv")
+    assert combined.equals(pd.read_csv(out / "class_areas.csv"))
+    stores = [str(out / "a.ome.zarr"), str(out / "b.ome.zarr")]
+    html = tmp_path / "report.html"
+    args = ["report", "--class-areas", str(tmp_path / "areas.csv"), "--tables", *tables]
+    assert main([*args, "--images", *stores, "--model", str(checkpoint), "-o", str(html)]) == 0
+    page = html.read_text()
+    assert "Class areas" in page and "Class maps" in page and "k3" in page
+    assert page.count("data:image/png;base64") == 3  # the area bars + one overlay per sample

@@ -339,3 +339,53 @@ def test_training_run_predicts_with_the_trained_model_and_reports_it(tmp_path, c
     page = (root / "results" / "report.html").read_text()
     assert "<h2>Training</h2>" in page and "Validation metrics" in page
     assert file_sha256(train / "best.pt") in page
+
+
+# ------------------------------------------------------------------------ semantic models
+
+
+def semantic_experiment(root: Path) -> Path:
+    """Two RGB street-like pictures (PNG, JPEG) and a tiny semantic checkpoint."""
+    from PIL import Image
+    from test_semantic_predict import rgb_image, semantic_checkpoint
+
+    (root / "data").mkdir(parents=True)
+    (root / "config").mkdir()
+    Image.fromarray(rgb_image(seed=1).transpose(1, 2, 0)).save(root / "data" / "a.png")
+    Image.fromarray(rgb_image(seed=2).transpose(1, 2, 0)).save(root / "data" / "b.jpg")
+    model = semantic_checkpoint(root / "semantic.pt")
+    (root / "config" / "samples.tsv").write_text(
+        "sample\tpath\tcondition\na\tdata/a.png\tx\nb\tdata/b.jpg\ty\n"
+    )
+    (root / "config" / "config.yaml").write_text(
+        f"samples: config/samples.tsv\nmodel: {str(model)!r}\npredict: {{threads: 1}}\n"
+    )
+    return root
+
+
+def test_semantic_checkpoint_plans_class_maps_instead_of_cells(tmp_path):
+    result = snakemake(semantic_experiment(tmp_path / "exp"), "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert job_counts(result.stdout) == {
+        "convert": 2,
+        "predict_classes": 2,
+        "aggregate_class_areas": 1,
+        "report_classes": 1,
+        "all": 1,
+    }
+
+
+@pytest.mark.slow
+def test_semantic_run_writes_class_maps_areas_and_report(tmp_path):
+    root = semantic_experiment(tmp_path / "exp")
+    result = snakemake(root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = root / "results"
+    areas = pd.read_csv(results / "class_areas.csv")
+    assert sorted(areas["sample"].unique()) == ["a", "b"] and len(areas) == 2 * 4
+    assert dict(zip(areas["sample"], areas["condition"])) == {"a": "x", "b": "y"}
+    for sample in ("a", "b"):
+        assert (results / "images" / f"{sample}.ome.zarr" / "labels" / "classes").is_dir()
+        assert (results / "classes" / f"{sample}.csv").is_file()
+    page = (results / "report.html").read_text()
+    assert "Class maps" in page and "Class areas" in page

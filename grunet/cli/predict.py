@@ -46,6 +46,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="TABLE.parquet",
         help="semantic models: class-area table (default: OUT's folder/classes/<sample>.parquet)",
     )
+    parser.add_argument(
+        "--meta",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="semantic models: constant columns of the class-area table, e.g. well=A01",
+    )
     parser.add_argument("--scheduler", metavar="ADDRESS", help="dask-distributed scheduler")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -125,6 +131,7 @@ def run_semantic(args: argparse.Namespace, predictor) -> int:
     """Probabilities, class map (STORE/labels/classes) and class-area table of a store."""
     from pathlib import Path
 
+    from grunet.cli.measure import parse_meta
     from grunet.measure import sample_name
     from grunet.semantic_predict import predict_semantic_store
 
@@ -136,6 +143,7 @@ def run_semantic(args: argparse.Namespace, predictor) -> int:
         areas,
         model=predictor,
         sample=sample,
+        metadata=parse_meta(args.meta),
         overwrite=args.overwrite,
         progress=not args.no_progress,
         tile=args.tile,

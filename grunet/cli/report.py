@@ -13,8 +13,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "overlays, cell counts over time per sample and group, cell-size distributions, training "
         "curves and validation metrics (with --train-dir) and the provenance of every output.",
     )
-    parser.add_argument("--counts", required=True, help="experiment counts CSV (grunet count)")
-    parser.add_argument("--tables", nargs="+", required=True, help="per-cell Parquet tables")
+    parser.add_argument("--counts", help="experiment counts CSV (grunet count)")
+    parser.add_argument(
+        "--class-areas",
+        metavar="CSV",
+        help="a semantic model's class_areas.csv: report class maps and areas instead of cells",
+    )
+    parser.add_argument(
+        "--tables", nargs="+", default=[], help="per-cell (or class-area) Parquet tables"
+    )
     parser.add_argument("--images", nargs="+", required=True, help="image stores with labels")
     parser.add_argument("--probs", nargs="+", default=[], help="probability stores (provenance)")
     parser.add_argument("--model", help="checkpoint used for prediction (its sha256 is shown)")
@@ -37,8 +44,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from grunet.errors import InputError
     from grunet.report import build_report
 
+    if args.class_areas:
+        from grunet.report_semantic import build_semantic_report
+
+        path = build_semantic_report(
+            args.output,
+            class_areas=args.class_areas,
+            images=args.images,
+            tables=args.tables,
+            probs=args.probs,
+            model=args.model,
+            train_dir=args.train_dir,
+            config_files=args.config_files,
+            frames=args.frames,
+            max_overlay_samples=args.max_overlay_samples,
+            title=args.title,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {path}")
+        return 0
+    if not args.counts or not args.tables:
+        raise InputError(None, "--counts and --tables are needed (or --class-areas)")
     path = build_report(
         args.output,
         counts=args.counts,

@@ -226,6 +226,27 @@ def check_model():
 MODEL = check_model()
 
 
+def model_task():
+    """instance or semantic: the training config's task when training, else the checkpoint's."""
+    if TRAIN:
+        import yaml
+
+        with open(TRAIN_CONFIG) as fh:
+            return (yaml.safe_load(fh) or {}).get("task") or "instance"
+    try:
+        from grunet.errors import GrunetError
+        from grunet.semantic_evaluate import checkpoint_task
+    except ImportError:  # grunet only in the jobs' conda env: the instance stages
+        return "instance"
+    try:
+        return checkpoint_task(MODEL)[0]
+    except GrunetError as err:
+        raise WorkflowError(f"config key 'model': {err}") from None
+
+
+SEMANTIC = model_task() == "semantic"
+
+
 def option(flag, value):
     """'--flag value' (shell-quoted), or '' when value is None or empty."""
     if value is None or value == "":
@@ -310,6 +331,22 @@ def get_predict_options(wildcards):
     )
 
 
+def get_semantic_predict_options(wildcards):
+    p = config["predict"]
+    return " ".join(
+        o
+        for o in (
+            option("--channels", SAMPLES.loc[wildcards.sample, "channels"]),
+            option("--tile", p["tile"]),
+            option("--halo", p["halo"]),
+            option("--batch-size", p["batch_size"]),
+            option("--device", p["device"]),
+            option("--compile", p["compile"]),
+        )
+        if o
+    )
+
+
 def get_segment_options(wildcards):
     s = config["segment"]
     return " ".join(
@@ -344,6 +381,12 @@ def get_config_files(wildcards):
 
 
 def all_outputs():
+    if SEMANTIC:
+        return [
+            "results/class_areas.csv",
+            "results/report.html",
+            *expand("results/classes/{sample}.parquet", sample=SAMPLES.index),
+        ]
     return [
         "results/counts.csv",
         "results/report.html",

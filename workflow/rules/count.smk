@@ -1,3 +1,8 @@
+localrules:
+    count,
+    aggregate_counts,
+
+
 rule count:
     """Per-cell table -> cell counts per (sample, t)."""
     input:
