@@ -8,6 +8,7 @@ the largest probability difference and the wall times.
 
     python benchmarks/semantic_tiling.py                       # shipped "camvid" model
     python benchmarks/semantic_tiling.py --model runs/camvid/best.pt --tile 256 --halo 64
+    (defaults: tile 512, the model's halo: grunet.predict.SEMANTIC_HALO = 128)
 
 Needs ../shared/data/camvid (skips with a message where it is absent).
 """
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="camvid", help="semantic checkpoint or shipped name")
     parser.add_argument("--data", default=str(CAMVID), help="the CamVid folder")
     parser.add_argument("--size", type=int, default=2048, help="mosaic side, px")
-    parser.add_argument("--tile", type=int, default=256, help="window core, network px")
-    parser.add_argument("--halo", type=int, default=64, help="context per side, network px")
+    parser.add_argument("--tile", type=int, default=512, help="window core, network px")
+    parser.add_argument(
+        "--halo", type=int, help="context per side, network px (default: the model's, 128)"
+    )
     parser.add_argument("--chunk", type=int, default=512, help="store chunk (block), image px")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

@@ -96,6 +96,7 @@ def test_class_map_round_trips_through_ome_zarr_with_colours_and_names(
     assert colors[3]["rgba"] == [0, 255, 0, 255] and len(colors[2]["rgba"]) == 4
     assert meta["grunet"]["model_sha256"] == model.sha256
     assert meta["grunet"]["object_scale"]["source"].startswith("not applicable")
+    assert model.halo == 128 and meta["grunet"]["halo"] == 128  # semantic models: wide context
     assert (
         "classes"
         in json.loads((store / "labels" / "zarr.json").read_text())["attributes"]["ome"]["labels"]
@@ -330,3 +331,20 @@ def test_class_area_tables_combine_and_report_shows_class_maps(tmp_path, checkpo
     page = html.read_text()
     assert "Class areas" in page and "Class maps" in page and "k3" in page
     assert page.count("data:image/png;base64") == 3  # the area bars + one overlay per sample
+
+
+def test_class_map_of_more_than_255_classes_is_uint16(tmp_path, store):
+    from grunet.class_map import read_class_names, write_class_map
+    from grunet.io import read_labels, write_array
+    from grunet.task import SemanticClass
+
+    n = 300
+    truth = (np.arange(96 * 128).reshape(96, 128) % n).astype(np.int64)
+    probs = np.zeros((1, n, 1, 96, 128), dtype=np.float16)
+    np.put_along_axis(probs[0, :, 0], truth[None], 1.0, axis=0)
+    write_array(tmp_path / "p.zarr", probs, name="probs", chunks=(1, n, 1, 32, 32))
+    classes = [SemanticClass(f"c{i}") for i in range(n)]
+    write_class_map(tmp_path / "p.zarr", store, classes)
+    class_map = np.asarray(read_labels(store, "classes"))[0, 0, 0]
+    assert class_map.dtype == np.uint16 and np.array_equal(class_map, truth)
+    assert read_class_names(store)[299] == "c299"

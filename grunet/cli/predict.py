@@ -22,7 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="OUT.probs.zarr")
     parser.add_argument("--model", metavar="CKPT", help="checkpoint (default: the shipped model)")
     parser.add_argument("--tile", type=int, help="window core, px (default 1024)")
-    parser.add_argument("--halo", type=int, help="context per side, px (default 32)")
+    parser.add_argument(
+        "--halo", type=int, help="context per side, px (default 32; semantic models 128)"
+    )
     parser.add_argument("--batch-size", type=int, help="tiles per forward (1 on CPU, 4 on GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--threads", type=int, help="CPU threads for the network")
