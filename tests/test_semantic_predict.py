@@ -348,3 +348,22 @@ def test_class_map_of_more_than_255_classes_is_uint16(tmp_path, store):
     class_map = np.asarray(read_labels(store, "classes"))[0, 0, 0]
     assert class_map.dtype == np.uint16 and np.array_equal(class_map, truth)
     assert read_class_names(store)[299] == "c299"
+
+
+def test_evaluate_reads_the_class_map_that_run_wrote(tmp_path, checkpoint, one_torch_thread):
+    import json
+
+    from PIL import Image
+
+    from grunet.cli import main
+    from grunet.io import read_labels
+
+    Image.fromarray(rgb_image().transpose(1, 2, 0)).save(tmp_path / "s.png")
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "s.png"), "-o", str(out), "--model", str(checkpoint)]) == 0
+    class_map = np.asarray(read_labels(out / "s.ome.zarr", "classes"))[0, 0, 0]
+    Image.fromarray(class_map).save(tmp_path / "truth.png")  # the prediction as its own truth
+    args = ["evaluate", "--pred", str(out / "s.ome.zarr"), "--truth", str(tmp_path / "truth.png")]
+    assert main([*args, "--model", str(checkpoint), "-o", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["global_accuracy"] == 1.0
