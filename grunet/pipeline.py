@@ -82,6 +82,7 @@ def run_pipeline(
     predictor = Predictor.from_checkpoint(model, device=device)
     if predictor.semantic:
         check_output_free(outdir / CLASS_AREAS, overwrite)
+        refuse_object_scale(predictor, diameter, diameter_um)
     stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
     for store in stores:  # every input checked before hours of work
         select_channels(channels, store_channel_names(store), store, predictor)
@@ -168,6 +169,17 @@ def _run_semantic(
         )
         tables.append(table)
     return combine_class_areas(tables, outdir / CLASS_AREAS, overwrite=overwrite)
+
+
+def refuse_object_scale(predictor, diameter: float | None, diameter_um: float | None) -> None:
+    """A nucleus diameter given to a semantic model is an error, not silently ignored."""
+    if diameter is not None or diameter_um is not None:
+        option = "--diameter" if diameter is not None else "--diameter-um"
+        raise InputError(
+            None,
+            f"{option}: sets the nucleus scale of instance models; {predictor.path or 'the model'}"
+            " is a semantic model, which predicts at its checkpoint's own input_scale",
+        )
 
 
 def use_3d(mode: str, n_z: int) -> bool:

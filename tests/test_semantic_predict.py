@@ -238,6 +238,22 @@ def test_segment_and_measure_refuse_semantic_inputs(tmp_path, checkpoint, store,
     assert "instance models only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", [["--diameter", "30"], ["--diameter-um", "8"]])
+def test_nucleus_diameter_given_to_a_semantic_model_is_refused(
+    tmp_path, checkpoint, store, capsys, option
+):
+    from grunet.cli import main
+
+    for command in (["predict", str(store), "-o", str(tmp_path / "p.zarr")], ["run", str(store)]):
+        if command[0] == "run":
+            command += ["-o", str(tmp_path / "out")]
+        assert main([*command, "--model", str(checkpoint), "--device", "cpu", *option]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{option[0]}: sets the nucleus scale of instance models" in err
+        assert str(checkpoint) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "out").exists()
+
+
 def test_corrupt_png_error_names_the_file(tmp_path, capsys):
     from grunet.cli import main
 

@@ -87,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
 
     task, checkpoint = checkpoint_task(args.model)
     if task == SEMANTIC:
+        from grunet.pipeline import refuse_object_scale
+
         compile = COMPILE_CHOICES[args.compile]
-        return run_semantic(
-            args, Predictor.from_checkpoint(checkpoint, args.device, compile=compile)
-        )
+        predictor = Predictor.from_checkpoint(checkpoint, args.device, compile=compile)
+        refuse_object_scale(predictor, args.diameter, args.diameter_um)
+        return run_semantic(args, predictor)
     if use_3d(args.mode, open_store(args.store).shape[2]):
         from grunet.predict3d import predict_store_3d
 
