@@ -317,32 +317,18 @@ class SemanticTrainer:
         (self.out_dir / "val_metrics.json").write_text(json.dumps(jsonable(out), indent=2))
 
 
+SEMANTIC_CURVES = {
+    "mIoU": "val_miou",
+    "global acc": "val_global_acc",
+    "class-avg acc": "val_class_acc",
+}
+
+
 def plot_semantic_curves(history: list[dict], path: Path) -> None:
     """Loss, val mIoU / accuracies and learning rate per epoch as a PNG."""
-    import matplotlib
+    from grunet.train import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
-    axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    axes[1].plot(epochs, [r["val_miou"] for r in history], label="mIoU")
-    axes[1].plot(epochs, [r["val_global_acc"] for r in history], label="global acc")
-    axes[1].plot(epochs, [r["val_class_acc"] for r in history], label="class-avg acc")
-    axes[1].set(xlabel="epoch", title="validation", ylim=(0, 1))
-    axes[2].plot(epochs, [r["lr"] for r in history])
-    axes[2].set(xlabel="epoch", title="learning rate (end of epoch)")
-    for ax in axes[:2]:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    plot_curves(history, path, SEMANTIC_CURVES)
 
 
 def train_semantic(

@@ -699,8 +699,14 @@ def _float_keys(d):
     return d
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss, F1/SEG and learning-rate curves per epoch as a PNG."""
+INSTANCE_CURVES = {"F1@0.5": "val_f1_50", "F1@0.75": "val_f1_75", "SEG": "val_seg"}
+
+
+def plot_curves(
+    history: list[dict], path: Path, validation: dict[str, str] = INSTANCE_CURVES
+) -> None:
+    """Loss, the ``validation`` scores (legend label -> log key) and the learning rate per
+    epoch as a PNG, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -711,9 +717,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
     axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
     axes[0].set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    axes[1].plot(epochs, [r["val_f1_50"] for r in history], label="F1@0.5")
-    axes[1].plot(epochs, [r["val_f1_75"] for r in history], label="F1@0.75")
-    axes[1].plot(epochs, [r["val_seg"] for r in history], label="SEG")
+    for label, key in validation.items():
+        axes[1].plot(epochs, [r[key] for r in history], label=label)
     axes[1].set(xlabel="epoch", title="validation", ylim=(0, 1))
     axes[2].plot(epochs, [r["lr"] for r in history])
     axes[2].set(xlabel="epoch", title="learning rate (end of epoch)")
