@@ -8,7 +8,7 @@ the largest probability difference and the wall times.
 
     python benchmarks/semantic_tiling.py                       # shipped "camvid" model
     python benchmarks/semantic_tiling.py --model runs/camvid/best.pt --tile 256 --halo 64
-    (defaults: tile 512, the model's halo: grunet.predict.SEMANTIC_HALO = 128)
+    (defaults: tile 512, the model's halo: grunet.predict.SEMANTIC_HALO = 256)
 
 Needs ../shared/data/camvid (skips with a message where it is absent).
 """
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048, help="mosaic side, px")
     parser.add_argument("--tile", type=int, default=512, help="window core, network px")
     parser.add_argument(
-        "--halo", type=int, help="context per side, network px (default: the model's, 128)"
+        "--halo", type=int, help="context per side, network px (default: the model's, 256)"
     )
     parser.add_argument("--chunk", type=int, default=512, help="store chunk (block), image px")
     parser.add_argument("--threads", type=int, default=1)

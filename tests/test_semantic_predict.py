@@ -96,7 +96,7 @@ def test_class_map_round_trips_through_ome_zarr_with_colours_and_names(
     assert colors[3]["rgba"] == [0, 255, 0, 255] and len(colors[2]["rgba"]) == 4
     assert meta["grunet"]["model_sha256"] == model.sha256
     assert meta["grunet"]["object_scale"]["source"].startswith("not applicable")
-    assert model.halo == 128 and meta["grunet"]["halo"] == 128  # semantic models: wide context
+    assert model.halo == 256 and meta["grunet"]["halo"] == 256  # semantic models: wide context
     assert (
         "classes"
         in json.loads((store / "labels" / "zarr.json").read_text())["attributes"]["ome"]["labels"]

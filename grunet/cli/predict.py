@@ -23,7 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="CKPT", help="checkpoint (default: the shipped model)")
     parser.add_argument("--tile", type=int, help="window core, px (default 1024)")
     parser.add_argument(
-        "--halo", type=int, help="context per side, px (default 32; semantic models 128)"
+        "--halo", type=int, help="context per side, px (default 32; semantic models 256)"
     )
     parser.add_argument("--batch-size", type=int, help="tiles per forward (1 on CPU, 4 on GPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
