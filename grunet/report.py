@@ -126,6 +126,11 @@ def build_report(
         _section_training(train_dir) if train_dir is not None else "",
         _section_provenance(stores, probs, tables, model, config_files),
     ]
+    return write_page(output, title, sections, overwrite=overwrite)
+
+
+def write_page(output, title: str, sections: list[str], *, overwrite: bool) -> Path:
+    """The report's HTML page around ``sections``, written atomically to ``output``."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     page = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

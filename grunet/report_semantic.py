@@ -8,7 +8,6 @@ outlines, and per-class area plots instead of counts and size distributions.
 
 from __future__ import annotations
 
-import datetime
 import io
 import math
 from collections.abc import Sequence
@@ -17,13 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from grunet import __version__
-from grunet.atomic import atomic_output
 from grunet.errors import InputError
 from grunet.report import (
     OVERLAY_MAX_SIZE,
     OVERLAY_MIN_WIDTH,
-    STYLE,
     _esc,
     _figure,
     _img_tag,
@@ -34,6 +30,7 @@ from grunet.report import (
     _section_provenance,
     _section_training,
     _table,
+    write_page,
 )
 
 
@@ -91,17 +88,7 @@ def build_semantic_report(
         _section_training(train_dir) if train_dir is not None else "",
         _section_provenance(stores, probs, tables, model, config_files),
     ]
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{_esc(title)}</h1><p class='muted'>grunet {__version__}, {now}</p>"
-        + "".join(sections)
-        + "</body></html>\n"
-    )
-    with atomic_output(output, overwrite=overwrite) as tmp:
-        Path(tmp).write_text(page, encoding="utf-8")
-    return Path(output)
+    return write_page(output, title, sections, overwrite=overwrite)
 
 
 def _class_colours(store: Path) -> dict[str, tuple[float, float, float]]:
