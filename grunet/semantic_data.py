@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from grunet.errors import ConfigError, InputError
 
 SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-CLASS_WEIGHTINGS = ("none", "inverse", "median_frequency")
+CLASS_WEIGHTINGS = ("none", "inverse", "median_frequency", "median_frequency_sqrt")
 
 
 # ------------------------------------------------------------------------------------ classes
@@ -243,8 +243,10 @@ def class_pixel_counts(
 
 def class_weights(samples: list[SemanticSample], n_classes: int, method: str) -> list[float]:
     """Per-class loss weights: ``none`` (all 1), ``inverse`` (1 / frequency, mean 1 over
-    classes) or ``median_frequency`` (SegNet: median(freq) / freq(c), with freq(c) the class's
-    pixels over the labelled pixels of the images where it occurs). Absent classes get 0."""
+    classes), ``median_frequency`` (SegNet: median(freq) / freq(c), with freq(c) the class's
+    pixels over the labelled pixels of the images where it occurs) or
+    ``median_frequency_sqrt`` (its square root: rare classes count more without the large
+    weights that cost global accuracy). Absent classes get 0."""
     if method not in CLASS_WEIGHTINGS:
         raise ConfigError(f"class_weighting: {method!r}; choose one of {CLASS_WEIGHTINGS}")
     if method == "none":
@@ -259,6 +261,8 @@ def class_weights(samples: list[SemanticSample], n_classes: int, method: str) ->
         freq = np.where(present, counts / np.maximum(present_total, 1), 0.0)
         median = np.median(freq[present])
         w = np.where(present, median / np.where(present, freq, 1), 0.0)
+        if method == "median_frequency_sqrt":
+            w = np.sqrt(w)
     return [float(v) for v in w]
 
 

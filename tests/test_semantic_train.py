@@ -164,6 +164,8 @@ def test_class_weights():
     # median frequency: freq = pixels / labelled pixels of the images where the class occurs
     freq = np.array([5 / 8, 1 / 4, 2 / 4])
     assert class_weights(samples, 3, "median_frequency") == pytest.approx(np.median(freq) / freq)
+    sqrt = class_weights(samples, 3, "median_frequency_sqrt")
+    assert sqrt == pytest.approx(np.sqrt(np.median(freq) / freq))
     inverse = 1 / np.array([5 / 8, 1 / 8, 2 / 8])
     assert class_weights(samples, 3, "inverse") == pytest.approx(inverse / inverse.mean())
 
