@@ -237,10 +237,22 @@ def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> B
     sy1, sx1 = min(scaled[0], _round_up(sy1, ALIGN)), min(scaled[1], _round_up(sx1, ALIGN))
     windows = [
         (a, b, c, d)
-        for a, b in axis_windows(sy0, sy1, scaled[0], tile, halo)
-        for c, d in axis_windows(sx0, sx1, scaled[1], tile, halo)
+        for a, b in axis_windows(sy0, sy1, scaled[0], balanced_tile(sy1 - sy0, tile), halo)
+        for c, d in axis_windows(sx0, sx1, scaled[1], balanced_tile(sx1 - sx0, tile), halo)
     ]
     return Block(plane, sy0, sy1, sx0, sx1, windows, out_box=tuple(box))
+
+
+def balanced_tile(length: int, tile: int) -> int:
+    """A core size of at most ``tile`` that splits ``length`` into equal cores (on the pooling grid).
+
+    A resized block is rarely a multiple of the tile; cores of ``tile`` plus one remainder give
+    windows of a new shape in nearly every block, and glibc's heap fragments on those ever
+    different allocations (measured: peak RSS of a 4096² plane at ×1.82 1.77 GiB, 1.20 with
+    equal cores; the 2048² plane 1.46 vs 1.32). Equal cores keep the shapes few and alike.
+    """
+    parts = max(1, -(-length // tile))
+    return min(tile, _round_up(-(-length // parts), ALIGN))
 
 
 def scaled_block_size(chunks: tuple[int, int], tile: int, factor: float) -> tuple[int, int]:
