@@ -244,7 +244,7 @@ def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> B
 
 
 def balanced_tile(length: int, tile: int) -> int:
-    """A core size of at most ``tile`` that splits ``length`` into equal cores (on the pooling grid).
+    """A core of at most ``tile`` px that splits ``length`` into equal cores (pooling grid).
 
     A resized block is rarely a multiple of the tile; cores of ``tile`` plus one remainder give
     windows of a new shape in nearly every block, and glibc's heap fragments on those ever
