@@ -134,6 +134,16 @@ def check_class_labels(labels: np.ndarray, n_classes: int, ignore_index: int, pa
 
 
 def _read_array(path: Path) -> np.ndarray:
+    if path.name.lower().endswith(".zarr"):  # a grunet OME-Zarr store: (Y, X) or (Y, X, C)
+        from grunet.io import open_store
+
+        stack = open_store(path)
+        if stack.shape[0] != 1 or stack.shape[2] != 1:
+            raise InputError(
+                path, f"expected one 2D plane, got {stack.shape[0]} t, {stack.shape[2]} z"
+            )
+        plane = np.asarray(stack.data[0, :, 0])
+        return plane[0] if plane.shape[0] == 1 else np.moveaxis(plane, 0, -1)
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -199,15 +209,37 @@ def load_split(
 ) -> list[SemanticSample]:
     """All image/label pairs of a split in memory, resized to the working scale."""
     root = Path(root)
+    pairs = [
+        (find_file(root / "images", stem), find_file(root / "labels", stem))
+        for stem in split_ids(root, split, limit)
+    ]
+    opts = {"n_classes": n_classes, "ignore_index": ignore_index, "channels": channels}
+    return load_pairs(pairs, **opts, input_scale=input_scale)
+
+
+def load_pairs(
+    pairs: list[tuple[Path, Path]],
+    *,
+    n_classes: int,
+    ignore_index: int,
+    channels: int = 3,
+    input_scale: float = 1.0,
+) -> list[SemanticSample]:
+    """(image, class labels) file pairs in memory, resized to the working scale.
+
+    Images: 8-bit PNG / JPEG / TIFF or a grunet OME-Zarr store (the workflow's converted
+    samples); labels: class indices 0..N-1 or the ignore index.
+    """
     samples = []
-    for stem in split_ids(root, split, limit):
-        ip, lp = find_file(root / "images", stem), find_file(root / "labels", stem)
+    for ip, lp in pairs:
+        ip, lp = Path(ip), Path(lp)
         image = read_rgb(ip, channels)
         labels = read_class_labels(lp, n_classes, ignore_index)
         if image.shape[:2] != labels.shape:
             raise InputError(lp, f"labels {labels.shape} differ from image {image.shape[:2]}")
         small = resize_image(image, input_scale)
-        samples.append(SemanticSample(stem, small, resize_labels(labels, small.shape[:2]), labels))
+        name = ip.name.split(".")[0]
+        samples.append(SemanticSample(name, small, resize_labels(labels, small.shape[:2]), labels))
     return samples
 
 

@@ -17,6 +17,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -332,11 +333,32 @@ def plot_semantic_curves(history: list[dict], path: Path) -> None:
 
 
 def train_semantic(
-    cfg: dict, out_dir: Path, *, resume: bool, device: str, stop_after: int | None
+    cfg: dict,
+    out_dir: Path,
+    *,
+    resume: bool,
+    device: str,
+    stop_after: int | None,
+    images: Sequence[str | Path] | None = None,
+    labels: Sequence[str | Path] | None = None,
 ) -> dict:
-    """Train a semantic model from a merged config (see :func:`grunet.train.train`)."""
+    """Train a semantic model from a merged config (see :func:`grunet.train.train`).
+
+    The data come from ``data.root`` (images/, labels/, manifest.csv with its splits) or, as in
+    the workflow, from explicit ``images``/``labels`` pairs, of which a seeded
+    ``data.val_fraction`` (at least one) is held out for validation.
+    """
     d = cfg["data"]
-    if not d["root"]:
+    if images or labels:
+        if not images or not labels or len(images) != len(labels):
+            raise ConfigError(
+                f"--images/--labels: give one class-label file per image "
+                f"({len(images or [])} images, {len(labels or [])} labels)"
+            )
+        if len(images) < 2:
+            raise ConfigError("--images: need at least two images (train + val)")
+        d["root"] = None
+    elif not d["root"]:
         raise ConfigError("data.root: task semantic needs a dataset folder (images/, labels/)")
     if cfg["loss"]["name"] not in SEMANTIC_LOSSES:
         raise ConfigError(
@@ -356,8 +378,16 @@ def train_semantic(
         "channels": channels,
         "input_scale": scale,
     }
-    train_set = sd.load_split(d["root"], d["train_split"], limit=d["limit_train"], **opts)
-    val = sd.load_split(d["root"], d["val_split"], limit=d["limit_val"], **opts)
+    if images:
+        samples = sd.load_pairs(list(zip(images, labels)), **opts)
+        order = np.random.default_rng(cfg["seed"]).permutation(len(samples))
+        n_val = max(1, round(len(samples) * float(d["val_fraction"])))
+        val = [samples[i] for i in order[:n_val]]
+        train_set = [samples[i] for i in order[n_val:]]
+        d["files"] = {"train": [s.name for s in train_set], "val": [s.name for s in val]}
+    else:
+        train_set = sd.load_split(d["root"], d["train_split"], limit=d["limit_train"], **opts)
+        val = sd.load_split(d["root"], d["val_split"], limit=d["limit_val"], **opts)
     dev = select_device(device)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
     trainer = SemanticTrainer(cfg, train_set, val, classes, out_dir, dev)

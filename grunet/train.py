@@ -774,11 +774,17 @@ def train(
         raise ConfigError(f"{out_dir}: nothing to resume (no last.pt)")
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg["task"] == SEMANTIC:
-        if images or labels:
-            raise ConfigError("--images/--labels: task semantic reads data.root (images/, labels/)")
         from grunet.semantic_train import train_semantic
 
-        return train_semantic(cfg, out_dir, resume=resume, device=device, stop_after=stop_after)
+        return train_semantic(
+            cfg,
+            out_dir,
+            resume=resume,
+            device=device,
+            stop_after=stop_after,
+            images=images,
+            labels=labels,
+        )
     dev = select_device(device)
     d = cfg["data"]
     opts = {

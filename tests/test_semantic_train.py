@@ -4,6 +4,7 @@ no gradient, bad label values are named, class weights follow their definitions.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,23 @@ def test_camvid_layout_reads_as_a_semantic_dataset():
     assert sample.image.shape == (180, 240, 3) and sample.labels.shape == (180, 240)
     assert sample.full_labels.shape == (360, 480)
     assert set(np.unique(sample.full_labels)) <= set(range(11)) | {255}
+
+
+def test_explicit_pairs_train_with_a_seeded_val_split(tmp_path, one_torch_thread):
+    """The workflow trains from its converted samples (OME-Zarr) and the sheet's label files."""
+    from grunet.io.convert import convert
+
+    root = make_dataset(tmp_path / "data", 3)
+    pngs = sorted((root / "images").glob("*.png"))
+    stores = convert(pngs, tmp_path / "stores")
+    labels = [root / "labels" / p.name for p in pngs]
+    cfg = config(None, 3, epochs=1)
+    cfg["data"] = {"root": None, "val_fraction": 0.34}
+    out = tmp_path / "run"
+    best = train(cfg, out, device="cpu", images=stores, labels=labels)
+    assert 0 <= best["mean_iou"] <= 1
+    files = json.loads((out / "config.json").read_text())["data"]["files"]
+    assert len(files["val"]) == 2 and len(files["train"]) == 4
+    assert set(files["val"]) | set(files["train"]) == {p.stem for p in pngs}
+    with pytest.raises(ConfigError, match="one class-label file per image"):
+        train(cfg, tmp_path / "run2", device="cpu", images=stores, labels=labels[:-1])

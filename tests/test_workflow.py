@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -389,3 +390,62 @@ def test_semantic_run_writes_class_maps_areas_and_report(tmp_path):
         assert (results / "classes" / f"{sample}.csv").is_file()
     page = (results / "report.html").read_text()
     assert "Class maps" in page and "Class areas" in page
+
+
+SEMANTIC_TRAINING = """\
+task: semantic
+classes: [sky, road, car]
+in_channels: 3
+model: {preset: small}
+patch_size: 32
+batch_size: 2
+epochs: 1
+steps_per_epoch: 2
+warmup_steps: 1
+threads: 1
+"""
+
+
+def semantic_training_experiment(root: Path) -> Path:
+    """The semantic experiment with class-label annotations and a semantic training config."""
+    from PIL import Image
+
+    semantic_experiment(root)
+    for name, image in (("a", "a.png"), ("b", "b.jpg")):
+        rgb = np.asarray(Image.open(root / "data" / image))
+        labels = np.digitize(rgb.mean(axis=-1), [85, 170]).astype(np.uint8)  # 3 classes
+        Image.fromarray(labels).save(root / "data" / f"{name}_classes.png")
+    (root / "config" / "samples.tsv").write_text(
+        "sample\tpath\tannotation\tcondition\n"
+        "a\tdata/a.png\tdata/a_classes.png\tx\nb\tdata/b.jpg\tdata/b_classes.png\ty\n"
+    )
+    (root / "config" / "train_semantic.yaml").write_text(SEMANTIC_TRAINING)
+    (root / "config" / "config.yaml").write_text(
+        "samples: config/samples.tsv\npredict: {threads: 1}\n"
+        "train: {enabled: true, config: config/train_semantic.yaml}\n"
+    )
+    return root
+
+
+def test_semantic_training_config_plans_training_then_class_maps(tmp_path):
+    result = snakemake(semantic_training_experiment(tmp_path / "exp"), "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 1 and counts["predict_classes"] == 2 and "segment" not in counts
+    predict = result.stdout[result.stdout.index("rule predict_classes:") :]
+    assert "results/train/best.pt" in predict.split("rule ", 2)[1]
+
+
+@pytest.mark.slow
+def test_semantic_training_run_trains_from_the_sample_sheet(tmp_path):
+    root = semantic_training_experiment(tmp_path / "exp")
+    result = snakemake(root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = root / "results"
+    from grunet.checkpoint import load_checkpoint
+    from grunet.task import model_task
+
+    assert model_task(load_checkpoint(results / "train" / "best.pt").metadata) == "semantic"
+    areas = pd.read_csv(results / "class_areas.csv")
+    assert sorted(areas["sample"].unique()) == ["a", "b"]
+    assert "Class maps" in (results / "report.html").read_text()
