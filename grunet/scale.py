@@ -372,7 +372,11 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
     for plane in planes:
         found = _plane_passes(predictor, plane, factors, segment)
         passes.append(tuple(found))
-        per_plane.append(_crossing(found, predictor.object_diameter))
+        found_d = _crossing(found, predictor.object_diameter)
+        if found_d is not None:  # within the factors looked at (a crossing can extrapolate)
+            d0 = predictor.object_diameter
+            found_d = min(max(found_d, d0 / max(factors)), d0 / min(factors))
+        per_plane.append(found_d)
     values = [d for d in per_plane if d is not None]
     diameter = float(np.median(values)) if values else None
     return DiameterEstimate(diameter, tuple(per_plane), tuple(passes))
