@@ -153,6 +153,7 @@ def small_nuclei_store(tmp_path_factory, nuclei_timelapse):
     small = resample(frame[None], frame.shape, (256, 256))[0]
     return write_store(tmp_path_factory.mktemp("scale") / "small.ome.zarr", small)
 
+
 def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
     """Specks of 2 px lie below every candidate factor; the estimate stays within the factors
     looked at, so segmenting with it works instead of failing on an impossible diameter."""
@@ -164,7 +165,6 @@ def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
     d0 = predictor.object_diameter
     assert found is None or d0 / 8 - 1e-9 <= found <= d0 * 8
     grunet.segment(image, predictor, diameter=found or d0)  # no error
-
 
 
 @pytest.mark.parametrize("factor", [0.5, 2.0])
