@@ -312,14 +312,26 @@ def _crossing(passes, d0: float) -> float | None:
     the right factor, where nuclei too large for the model fall apart into model-sized pieces.
     The right factor is where ``s`` first reaches 1, interpolated in log-log between the two
     factors around it. A crossing that the next factor does not sustain (``s`` falls below
-    ``SUSTAIN``) is a cluster merged at too coarse a scale and is skipped. Where objects never
+    ``SUSTAIN``, or fewer than ``MIN_OBJECTS`` objects remain) is a cluster merged at too coarse
+    a scale, or specks, and is skipped. Where objects never
     reach D0, ``D(f)`` is read where ``s`` comes closest to 1, if that is at least ``CLOSEST``.
     """
-    valid = [(f, d, f * d / d0) for f, d, n in passes if n >= MIN_OBJECTS and np.isfinite(d)]
-    sustained = [
-        i == len(valid) - 1 or valid[i + 1][2] >= SUSTAIN * min(1.0, s)
-        for i, (_, _, s) in enumerate(valid)
-    ]
+
+    def ok(p) -> bool:
+        return p[2] >= MIN_OBJECTS and np.isfinite(p[1])
+
+    valid, sustained = [], []
+    for k, (f, d, n) in enumerate(passes):
+        if not ok((f, d, n)):
+            continue
+        s = f * d / d0
+        valid.append((f, d, s))
+        # The next factor looked at must still show objects of about this size; where objects
+        # vanish there (fewer than MIN_OBJECTS), the "crossing" was specks or a seam, not nuclei.
+        after = passes[k + 1] if k + 1 < len(passes) else None
+        sustained.append(
+            after is None or (ok(after) and after[0] * after[1] / d0 >= SUSTAIN * min(1.0, s))
+        )
     for i, (f, d, s) in enumerate(valid):
         if s < 1 or not sustained[i]:
             continue

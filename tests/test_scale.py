@@ -154,6 +154,19 @@ def small_nuclei_store(tmp_path_factory, nuclei_timelapse):
     return write_store(tmp_path_factory.mktemp("scale") / "small.ome.zarr", small)
 
 
+def test_crossing_where_objects_vanish_at_the_next_factor_is_not_taken():
+    """Passes recorded on the demo frame tiled to 2048²: at ×2.83 three specks reach D0 and at
+    ×4 they are gone; that is not the nuclei's scale (the frame's nuclei are ~18-28 px)."""
+    from grunet.scale import _crossing
+
+    passes = [(0.125, 61.2, 57), (0.177, 57.8, 80), (0.25, 53.0, 67), (0.354, 37.9, 55),
+              (0.5, 27.2, 26), (0.707, 20.6, 32), (1.0, 15.9, 13), (1.414, 8.0, 18),
+              (2.0, 3.1, 9), (2.828, 6.8, 3), (4.0, float("nan"), 1)]  # fmt: skip
+    assert 15 <= _crossing(passes, 19.18) <= 28
+    # the same crossing at the last factor looked at (nothing after it) still counts
+    assert _crossing(passes[:-1], 19.18) == pytest.approx(6.8, rel=0.1)
+
+
 def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
     """Specks of 2 px lie below every candidate factor; the estimate stays within the factors
     looked at, so segmenting with it works instead of failing on an impossible diameter."""
