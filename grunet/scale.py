@@ -322,7 +322,7 @@ def _crossing(passes, d0: float) -> float | None:
 
     valid, sustained = [], []
     for k, (f, d, n) in enumerate(passes):
-        if not ok((f, d, n)):
+        if n < MIN_OBJECTS or not np.isfinite(d):
             continue
         s = f * d / d0
         valid.append((f, d, s))

@@ -210,7 +210,7 @@ def load_split(
     """All image/label pairs of a split in memory, resized to the working scale."""
     root = Path(root)
     pairs = [
-        (find_file(root / "images", stem), find_file(root / "labels", stem))
+        (stem, find_file(root / "images", stem), find_file(root / "labels", stem))
         for stem in split_ids(root, split, limit)
     ]
     opts = {"n_classes": n_classes, "ignore_index": ignore_index, "channels": channels}
@@ -218,27 +218,26 @@ def load_split(
 
 
 def load_pairs(
-    pairs: list[tuple[Path, Path]],
+    pairs: list[tuple[str, Path, Path]],
     *,
     n_classes: int,
     ignore_index: int,
     channels: int = 3,
     input_scale: float = 1.0,
 ) -> list[SemanticSample]:
-    """(image, class labels) file pairs in memory, resized to the working scale.
+    """(name, image, class labels) file pairs in memory, resized to the working scale.
 
     Images: 8-bit PNG / JPEG / TIFF or a grunet OME-Zarr store (the workflow's converted
     samples); labels: class indices 0..N-1 or the ignore index.
     """
     samples = []
-    for ip, lp in pairs:
+    for name, ip, lp in pairs:
         ip, lp = Path(ip), Path(lp)
         image = read_rgb(ip, channels)
         labels = read_class_labels(lp, n_classes, ignore_index)
         if image.shape[:2] != labels.shape:
             raise InputError(lp, f"labels {labels.shape} differ from image {image.shape[:2]}")
         small = resize_image(image, input_scale)
-        name = ip.name.split(".")[0]
         samples.append(SemanticSample(name, small, resize_labels(labels, small.shape[:2]), labels))
     return samples
 

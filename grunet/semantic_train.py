@@ -379,11 +379,12 @@ def train_semantic(
         "input_scale": scale,
     }
     if images:
-        samples = sd.load_pairs(list(zip(images, labels)), **opts)
-        order = np.random.default_rng(cfg["seed"]).permutation(len(samples))
-        n_val = max(1, round(len(samples) * float(d["val_fraction"])))
-        val = [samples[i] for i in order[:n_val]]
-        train_set = [samples[i] for i in order[n_val:]]
+        from grunet.measure import sample_name
+        from grunet.train import hold_out
+
+        named = [(sample_name(i), i, lab) for i, lab in zip(images, labels)]
+        samples = sd.load_pairs(named, **opts)
+        train_set, val = hold_out(samples, float(d["val_fraction"]), cfg["seed"])
         d["files"] = {"train": [s.name for s in train_set], "val": [s.name for s in val]}
     else:
         train_set = sd.load_split(d["root"], d["train_split"], limit=d["limit_train"], **opts)

@@ -194,6 +194,13 @@ def _check_type(default, value, key: str) -> None:
             return
 
 
+def hold_out(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a seeded random ``fraction`` of ``samples`` (at least one) held out."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = max(1, round(len(samples) * fraction))
+    return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
+
+
 def initial_weights(path: str | Path, config) -> dict:
     """Weights of a checkpoint to fine-tune from; its model config must match this run's."""
     checkpoint = load_checkpoint(path)
@@ -796,12 +803,9 @@ def train(
         if not labels:
             raise ConfigError("--labels: required with --images")
         samples = make_samples(images, labels, **opts)
-        order = np.random.default_rng(cfg["seed"]).permutation(len(samples))
-        n_val = max(1, round(len(samples) * float(d["val_fraction"])))
         if len(samples) < 2:
             raise ConfigError("--images: need at least two image planes (train + val)")
-        val = [samples[i] for i in order[:n_val]]
-        train_set = [samples[i] for i in order[n_val:]]
+        train_set, val = hold_out(samples, float(d["val_fraction"]), cfg["seed"])
         cfg["data"]["root"] = None
         cfg["data"]["files"] = {
             "images": [str(p) for p in images],
