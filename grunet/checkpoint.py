@@ -58,6 +58,8 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)  # training data, epochs, metrics, normalisation
     sha256: str = ""
     path: Path | None = None
+    # a second network that only estimates the object scale (see grunet.scale); None: this one
+    scale_model: Checkpoint | None = None
 
     def build_model(self) -> GRUUNet:
         """The network with these weights, in eval mode on the CPU."""
@@ -89,9 +91,17 @@ def first_sentence(text: str, limit: int = 100) -> str:
 
 
 def save_checkpoint(
-    path: str | Path, model: GRUUNet, metadata: dict | None = None, *, overwrite: bool = True
+    path: str | Path,
+    model: GRUUNet,
+    metadata: dict | None = None,
+    *,
+    overwrite: bool = True,
+    scale_model: Checkpoint | None = None,
 ) -> str:
     """Write ``model`` (weights + config) and ``metadata`` atomically; return the file's sha256.
+
+    ``scale_model``: a checkpoint whose network estimates the object scale for this one
+    (:func:`grunet.scale.estimate_diameter`), stored inside the same file.
 
     Example:
         >>> save_checkpoint("model.pt", GRUUNet(SMALL), {"epochs": 0})  # doctest: +SKIP
@@ -103,6 +113,16 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
     }
+    if scale_model is not None:
+        payload["scale_model"] = {
+            "config": scale_model.config.to_dict(),
+            "state_dict": scale_model.state_dict,
+            "metadata": {
+                "object_diameter": scale_model.metadata.get("object_diameter"),
+                "segmentation": scale_model.metadata.get("segmentation") or {},
+                "sha256": scale_model.sha256,
+            },
+        }
     with atomic_output(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return file_sha256(path)
@@ -141,15 +161,25 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
             f"{path}: checkpoint format {payload['format_version']} is newer than this grunet "
             f"understands ({FORMAT_VERSION}); upgrade grunet"
         )
+    checkpoint = _checkpoint(payload, path, hashlib.sha256(data).hexdigest())
+    if isinstance(payload.get("scale_model"), dict):
+        inner = payload["scale_model"]
+        sha = str(inner.get("metadata", {}).get("sha256", ""))
+        checkpoint.scale_model = _checkpoint(inner, path, sha, "scale model")
+    return checkpoint
+
+
+def _checkpoint(payload: dict, path: Path, sha256: str, what: str = "model") -> Checkpoint:
+    """A verified :class:`Checkpoint` of one network's part of a checkpoint file."""
     try:
         config = GRUUNetConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: invalid model config in checkpoint ({err})") from None
+        raise CheckpointError(f"{path}: invalid {what} config in checkpoint ({err})") from None
     checkpoint = Checkpoint(
         config=config,
         state_dict=payload["state_dict"],
         metadata=payload.get("metadata", {}),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         path=path,
     )
     checkpoint.build_model()  # reject mismatching weights now, with the file named

@@ -334,6 +334,9 @@ class Predictor:
         self.tile, self.halo = check_tiling(tile, halo)
         self.batch_size = check_positive("batch_size", batch_size)
         self._prepared: PreparedModel | None = None
+        # the network whose quick passes estimate the object scale (grunet.scale): this one,
+        # unless the checkpoint carries a separate scale model
+        self.scale_predictor: Predictor = self
         self._std = (0, 0)  # fixed window shape of a compiled run (set per run)
         cfg = getattr(model, "cfg", None)
         self.in_channels = int(cfg.in_channels) if cfg is not None else None
@@ -350,7 +353,7 @@ class Predictor:
         if checkpoint.metadata.get("task") == "semantic" and options.get("halo") is None:
             # scene classes depend on wide context: see SEMANTIC_HALO
             options["halo"] = int(checkpoint.metadata.get("halo") or SEMANTIC_HALO)
-        return cls(
+        predictor = cls(
             checkpoint.build_model(),
             device=device,
             sha256=checkpoint.sha256,
@@ -358,6 +361,18 @@ class Predictor:
             path=checkpoint.path,
             **options,
         )
+        if checkpoint.scale_model is not None:
+            scale = checkpoint.scale_model
+            predictor.scale_predictor = cls(
+                scale.build_model(),
+                device=predictor.device,
+                fast=predictor.fast,
+                compile=False,  # a few small crops: compiling never pays
+                sha256=scale.sha256,
+                metadata=scale.metadata,
+                path=scale.path,
+            )
+        return predictor
 
     @property
     def segmentation_options(self) -> dict[str, float]:

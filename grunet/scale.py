@@ -232,6 +232,8 @@ CROP = 256  # network pixels per side at every candidate factor: the estimate's 
 MIN_OBJECTS = 3  # fewer whole objects in a crop say nothing about their size
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
 CLOSEST = 0.7  # without a crossing, objects must come this close to D0 to tell anything
+GROWTH = 1.15  # ...and have grown on the network's grid by this from a coarser factor
+JUMP = 3  # objects multiplying by more than this from one factor to the next are specks
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,22 @@ def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float
     return passes
 
 
+def _before_specks(passes):
+    """The passes before objects multiply ×``JUMP`` from one upscaling factor to the next.
+
+    The crop holds a fixed number of network pixels, so a finer factor shows fewer original
+    pixels: whole nuclei can only become fewer, or split in a few pieces. Many times more
+    objects at once while upscaling is noise resolved into specks of the model's size, and
+    every finer factor shows more of it. (Below ×1 it is normal: clusters merged at a coarse
+    factor come apart into their nuclei.)
+    """
+    for k in range(1, len(passes)):
+        before, now = passes[k - 1][2], passes[k][2]
+        if passes[k][0] > 1 and before >= MIN_OBJECTS and now > JUMP * before:
+            return passes[:k]
+    return passes
+
+
 def _crossing(passes, d0: float) -> float | None:
     """Diameter where objects first reach D0 on the network's grid, sustained at the next factor.
 
@@ -311,44 +329,52 @@ def _crossing(passes, d0: float) -> float | None:
     while the network resolves the nuclei (``D(f)`` ≈ the true diameter), and stays near 1 above
     the right factor, where nuclei too large for the model fall apart into model-sized pieces.
     The right factor is where ``s`` first reaches 1, interpolated in log-log between the two
-    factors around it. A crossing that the next factor does not sustain (``s`` falls below
-    ``SUSTAIN``, or fewer than ``MIN_OBJECTS`` objects remain) is a cluster merged at too coarse
-    a scale, or specks, and is skipped. Where objects never
-    reach D0, ``D(f)`` is read where ``s`` comes closest to 1, if that is at least ``CLOSEST``.
+    factors around it. A crossing counts only if the next factor looked at confirms it (``s``
+    stays above ``SUSTAIN`` with at least ``MIN_OBJECTS`` objects); otherwise it was a cluster
+    merged at too coarse a scale, or specks, and is skipped. The last factor has nothing after it
+    and never counts: noise upscaled ×8 shows "objects" of the model's size in any image.
+    Where objects never reach D0, ``D(f)`` is read where ``s`` comes closest to 1, if that is at
+    least ``CLOSEST`` and ``s`` grew into it (by ``GROWTH`` from a coarser factor):
+    resolved nuclei grow on the network's grid as the factor grows, while noise and texture look
+    model-sized at every factor.
     """
-
-    def ok(p) -> bool:
-        return p[2] >= MIN_OBJECTS and np.isfinite(p[1])
-
-    valid, sustained = [], []
+    passes = _before_specks(passes)
+    valid = []  # (f, D, s, confirmed by the next factor)
     for k, (f, d, n) in enumerate(passes):
         if n < MIN_OBJECTS or not np.isfinite(d):
             continue
         s = f * d / d0
-        valid.append((f, d, s))
-        # The next factor looked at must still show objects of about this size; where objects
-        # vanish there (fewer than MIN_OBJECTS), the "crossing" was specks or a seam, not nuclei.
         after = passes[k + 1] if k + 1 < len(passes) else None
-        sustained.append(
-            after is None or (ok(after) and after[0] * after[1] / d0 >= SUSTAIN * min(1.0, s))
+        confirmed = (
+            after is not None
+            and after[2] >= MIN_OBJECTS
+            and bool(np.isfinite(after[1]))
+            and after[0] * after[1] / d0 >= SUSTAIN * min(1.0, s)
         )
-    for i, (f, d, s) in enumerate(valid):
-        if s < 1 or not sustained[i]:
+        valid.append((f, d, s, confirmed))
+    for i, (f, d, s, confirmed) in enumerate(valid):
+        if s < 1 or not confirmed:
             continue
         if i == 0:
             return d
-        fa, _, sa = valid[i - 1]
+        fa, _, sa, _ = valid[i - 1]
         t = math.log(1 / sa) / math.log(s / sa)
         crossing = math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
         return d0 / crossing
     # Objects never reach D0 (e.g. textured nuclei the model trims at every factor): the factor
     # where they come closest to it is the one where the model resolves them best.
-    best = max(((s, d) for (_, d, s), ok in zip(valid, sustained) if ok), default=None)
+    grown = [
+        (s, d)
+        for i, (_, d, s, confirmed) in enumerate(valid)
+        if confirmed and i > 0 and s >= GROWTH * min(v[2] for v in valid[:i])
+    ]
+    best = max(grown, default=None)
     return best[1] if best is not None and best[0] >= CLOSEST else None
 
 
 def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> DiameterEstimate:
-    """Estimate the nucleus diameter (px) of images from quick passes of the model itself.
+    """Estimate the nucleus diameter (px) of images from quick passes of the model itself
+    (or of the scale model its checkpoint carries, ``Predictor.scale_predictor``).
 
     Method: each plane is looked at through crops of ``CROP``² network pixels at candidate
     factors ×0.125 … ×8 (steps of √2), coarse to fine; each crop (placed where the plane has the
@@ -375,6 +401,8 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
     """
     from grunet.segmentation import segment_plane
 
+    d0 = predictor.object_diameter
+    predictor = getattr(predictor, "scale_predictor", predictor)  # a checkpoint's scale model
     options = predictor.segmentation_options
 
     def segment(probs):
@@ -385,8 +413,7 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
         found = _plane_passes(predictor, plane, factors, segment)
         passes.append(tuple(found))
         found_d = _crossing(found, predictor.object_diameter)
-        if found_d is not None:  # within the factors looked at (a crossing can extrapolate)
-            d0 = predictor.object_diameter
+        if found_d is not None:  # within the factors the model can be used at
             found_d = min(max(found_d, d0 / max(factors)), d0 / min(factors))
         per_plane.append(found_d)
     values = [d for d in per_plane if d is not None]

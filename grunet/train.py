@@ -876,13 +876,20 @@ def rescaled(sample: Sample, diameter: float, opts: dict) -> Sample:
 
 
 def export_model(
-    run_dir: str | Path, dest: str | Path, *, command: str, notes: dict | None = None
+    run_dir: str | Path,
+    dest: str | Path,
+    *,
+    command: str,
+    notes: dict | None = None,
+    scale_model: str | Path | None = None,
 ) -> dict:
     """Ship a run's ``best.pt`` as a small checkpoint plus a JSON sidecar of its figures.
 
     The checkpoint's metadata keeps what inference needs (preset, normalisation percentiles,
     segmentation thresholds) and what provenance needs (data, split, epochs, val metrics, the
     command that reproduces it); the sidecar ``dest.json`` repeats it with the file's sha256.
+    ``scale_model``: a checkpoint stored inside ``dest`` whose network estimates the object
+    scale for it (:func:`grunet.scale.estimate_diameter`).
 
     Returns:
         The sidecar's content.
@@ -924,8 +931,15 @@ def export_model(
         "config": cfg,
         **(notes or {}),
     }
+    scale = load_checkpoint(scale_model) if scale_model is not None else None
+    if scale is not None:
+        shipped["scale_model"] = {
+            "source": str(scale_model),
+            "sha256": scale.sha256,
+            "object_diameter": scale.metadata.get("object_diameter"),
+        }
     shipped = jsonable(shipped)
-    sha = save_checkpoint(dest, ckpt.build_model(), shipped)
+    sha = save_checkpoint(dest, ckpt.build_model(), shipped, scale_model=scale)
     sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
     dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar

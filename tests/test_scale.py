@@ -163,8 +163,26 @@ def test_crossing_where_objects_vanish_at_the_next_factor_is_not_taken():
               (0.5, 27.2, 26), (0.707, 20.6, 32), (1.0, 15.9, 13), (1.414, 8.0, 18),
               (2.0, 3.1, 9), (2.828, 6.8, 3), (4.0, float("nan"), 1)]  # fmt: skip
     assert 15 <= _crossing(passes, 19.18) <= 28
-    # the same crossing at the last factor looked at (nothing after it) still counts
-    assert _crossing(passes[:-1], 19.18) == pytest.approx(6.8, rel=0.1)
+    # the same crossing at the last factor looked at: nothing confirms it, so it does not count
+    assert 15 <= _crossing(passes[:-1], 19.18) <= 28
+
+
+def test_specks_of_upscaled_noise_give_no_estimate():
+    """Passes recorded on val image 93c5638e (one nucleus, noisy background) resized ×2: from
+    ×1.41 on, upscaled noise shows ever more specks of 2-6 px, and at ×8 three of them reach
+    D0. One nucleus says nothing about the scale: no estimate (the image is used as it is),
+    not a ×8 upscaling (64× the work, specks counted as cells)."""
+    from grunet.scale import _crossing
+
+    nan = float("nan")
+    passes = [(0.125, nan, 0), (0.177, nan, 0), (0.25, nan, 1), (0.354, nan, 1), (0.5, nan, 1),
+              (0.707, nan, 1), (1.0, 4.4, 3), (1.414, 6.1, 10), (2.0, 4.7, 37), (2.828, 3.6, 33),
+              (4.0, 2.6, 11), (5.657, 1.9, 39), (8.0, 2.4, 3)]  # fmt: skip
+    assert _crossing(passes, 19.18) is None
+    # resolved nuclei instead grow on the network's grid and are read where they reach D0
+    nuclei = [(0.707, nan, 1), (1.0, 7.7, 6), (1.414, 6.7, 13), (2.0, 6.6, 15), (2.828, 6.2, 9),
+              (4.0, 6.2, 9)]  # fmt: skip
+    assert _crossing(nuclei, 17.0) == pytest.approx(6.2, rel=0.05)
 
 
 def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):

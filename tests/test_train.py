@@ -269,6 +269,31 @@ def test_export_ships_a_small_checkpoint_with_its_figures(demo_run, tmp_path):
     assert json.loads(dest.with_suffix(".json").read_text())["best_epoch"] >= 1
 
 
+def test_exported_scale_model_is_the_one_that_estimates_the_diameter(
+    demo_run, tmp_path, nuclei_timelapse
+):
+    """A checkpoint shipped with a scale model: prediction uses its own weights, the diameter
+    estimate the scale model's (the same estimate as that model alone gives)."""
+    from grunet.checkpoint import SHIPPED_MODEL
+    from grunet.predict import Predictor
+    from grunet.preprocess import normalize_channels
+    from grunet.scale import estimate_diameter
+    from grunet.train import export_model
+
+    dest = tmp_path / "model.pt"
+    sidecar = export_model(demo_run, dest, command="grunet train", scale_model=SHIPPED_MODEL)
+    shipped = load_checkpoint(dest)
+    assert sidecar["scale_model"]["sha256"] == load_checkpoint(SHIPPED_MODEL).sha256
+    both = Predictor.from_checkpoint(shipped, device="cpu", compile=False)
+    alone = Predictor.from_checkpoint(SHIPPED_MODEL, device="cpu", compile=False)
+    run_only = Predictor.from_checkpoint(demo_run / "best.pt", device="cpu", compile=False)
+    plane = normalize_channels(nuclei_timelapse[5, :256, :256][None].astype("float32"))
+    np.testing.assert_array_equal(both.predict_plane(plane), run_only.predict_plane(plane))
+    found, expected = estimate_diameter(both, [plane]), estimate_diameter(alone, [plane])
+    np.testing.assert_equal(np.array(found.passes), np.array(expected.passes))  # nan == nan
+    assert found.diameter == expected.diameter
+
+
 def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
     import torch
 
