@@ -888,8 +888,9 @@ def export_model(
     The checkpoint's metadata keeps what inference needs (preset, normalisation percentiles,
     segmentation thresholds) and what provenance needs (data, split, epochs, val metrics, the
     command that reproduces it); the sidecar ``dest.json`` repeats it with the file's sha256.
-    ``scale_model``: a checkpoint stored inside ``dest`` whose network estimates the object
-    scale for it (:func:`grunet.scale.estimate_diameter`).
+    ``scale_model``: a checkpoint whose scale estimator (its own scale model, else its network)
+    is stored inside ``dest`` and estimates the object scale for it
+    (:func:`grunet.scale.estimate_diameter`).
 
     Returns:
         The sidecar's content.
@@ -933,6 +934,7 @@ def export_model(
     }
     scale = load_checkpoint(scale_model) if scale_model is not None else None
     if scale is not None:
+        scale = scale.scale_model or scale  # the network that checkpoint estimates scale with
         shipped["scale_model"] = {
             "source": str(scale_model),
             "sha256": scale.sha256,

@@ -85,6 +85,7 @@ def test_class_map_round_trips_through_ome_zarr_with_colours_and_names(
         tmp_path / "classes" / "scene.parquet",
         model=model,
         progress=False,
+        keep_probabilities=True,
     )
     class_map = np.asarray(read_labels(store, "classes"))
     assert class_map.dtype == np.uint8 and class_map.shape == (1, 1, 1, 96, 128)
@@ -101,11 +102,18 @@ def test_class_map_round_trips_through_ome_zarr_with_colours_and_names(
         "classes"
         in json.loads((store / "labels" / "zarr.json").read_text())["attributes"]["ome"]["labels"]
     )
-    # the class map is the argmax of the tiled prediction of the whole image
-    from grunet.api import segment
+    # the class map is exactly the argmax of the stored (float16) tiled probabilities ...
+    import zarr
 
+    from grunet.api import segment
+    from grunet.class_map import argmax_classes
+
+    stored = zarr.open_group(str(tmp_path / "scene.probs.zarr"), mode="r")["probs"][0, :, 0]
+    np.testing.assert_array_equal(class_map[0, 0, 0], argmax_classes(np.asarray(stored)))
+    # ... and agrees with whole-image prediction (this untrained model has near-ties that
+    # float16 storage and the CPU's bf16/fp32 kernels round either way: 99.79-99.9 %)
     whole = segment(rgb_image(), model)
-    assert (class_map[0, 0, 0] == whole).mean() > 0.999
+    assert (class_map[0, 0, 0] == whole).mean() > 0.995
 
 
 def test_class_area_table_equals_bincount_per_plane(tmp_path):
