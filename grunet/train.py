@@ -113,6 +113,10 @@ DEFAULTS: dict = {
         "outlier_gain": [0.08, 0.6],
         "outlier_nuclei": 4,
         "outlier_level": [0.8, 1.3],
+        # dim textured glow around nuclei (cytoplasm), labelled background: this share of
+        # patches, at `glow_level` x the nuclei's median brightness
+        "p_glow": 0.0,
+        "glow_level": [0.1, 0.45],
         # semantic (natural images): random factors in 1 ± these; flip is horizontal only and
         # scale_jitter is the random rescale range before the crop
         "colour_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},

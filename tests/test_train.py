@@ -190,6 +190,26 @@ def test_outlier_augmentation_labels_the_saturated_nuclei_it_paints():
     assert painted >= 10
 
 
+def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
+    """The glow augmentation brightens only background within a nucleus diameter or so of a
+    nucleus (the labels, which say background there, are what the model learns), never the
+    nuclei themselves nor far background."""
+    from scipy import ndimage as ndi
+
+    from grunet.augment import add_cytoplasm_glow
+
+    rng = np.random.default_rng(4)
+    for sample in real_train_samples(3):
+        image, labels = sample.image, sample.labels
+        glowing = add_cytoplasm_glow(image, labels, 17.0, (0.3, 0.3), rng)
+        added = glowing - image
+        assert glowing.dtype == np.float32 and added.min() >= 0 and added.max() > 0
+        nuclei = labels > 0
+        assert not added[nuclei].any()
+        near = ndi.distance_transform_edt(~nuclei) <= 17.0 * (1.0 + 0.3 * 2**0.5) + 1
+        assert not added[~near].any()
+
+
 def test_rescaling_to_the_object_diameter_gives_that_median_diameter():
     for s in real_train_samples():
         for target in (17.0, 0.5 * s.diameter, 2.5 * s.diameter):
