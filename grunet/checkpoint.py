@@ -120,6 +120,7 @@ def save_checkpoint(
             "metadata": {
                 "object_diameter": scale_model.metadata.get("object_diameter"),
                 "segmentation": scale_model.metadata.get("segmentation") or {},
+                "normalization": scale_model.metadata.get("normalization"),
                 "sha256": scale_model.sha256,
             },
         }

@@ -936,9 +936,16 @@ def export_model(
         "config": cfg,
         **(notes or {}),
     }
-    scale = load_checkpoint(scale_model) if scale_model is not None else None
-    if scale is not None:
-        scale = scale.scale_model or scale  # the network that checkpoint estimates scale with
+    scale = None
+    if scale_model is not None:
+        source = load_checkpoint(scale_model)
+        scale = source.scale_model or source  # the network that checkpoint estimates scale with
+        theirs = scale.metadata.get("normalization") or source.metadata.get("normalization")
+        if theirs and theirs != meta["normalization"]:  # it sees planes normalised for ours
+            raise ConfigError(
+                f"{scale_model}: its normalisation {theirs} differs from the run's "
+                f"{meta['normalization']}; it cannot estimate the scale for this model"
+            )
         shipped["scale_model"] = {
             "source": str(scale_model),
             "sha256": scale.sha256,

@@ -294,7 +294,7 @@ def test_exported_scale_model_is_the_one_that_estimates_the_diameter(
 ):
     """A checkpoint shipped with a scale model: prediction uses its own weights, the diameter
     estimate the scale model's (the same estimate as that checkpoint gives on its own)."""
-    from grunet.checkpoint import SHIPPED_MODEL
+    from grunet.checkpoint import SHIPPED_MODEL, save_checkpoint
     from grunet.predict import Predictor
     from grunet.preprocess import normalize_channels
     from grunet.scale import estimate_diameter
@@ -313,6 +313,13 @@ def test_exported_scale_model_is_the_one_that_estimates_the_diameter(
     found, expected = estimate_diameter(both, [plane]), estimate_diameter(alone, [plane])
     np.testing.assert_equal(np.array(found.passes), np.array(expected.passes))  # nan == nan
     assert found.diameter == expected.diameter
+    # a scale model that expects differently normalised planes is refused, naming it
+    other = load_checkpoint(demo_run / "best.pt")
+    meta = {**other.metadata, "normalization": {"percentiles": [0.1, 99.0]}}
+    save_checkpoint(tmp_path / "other.pt", other.build_model(), meta)
+    with pytest.raises(ConfigError, match="other.pt: its normalisation"):
+        export_model(demo_run, tmp_path / "x.pt", command="-", scale_model=tmp_path / "other.pt")
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
