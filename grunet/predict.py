@@ -895,9 +895,11 @@ def predict_store(
 
     from grunet.atomic import atomic_output, check_output_free
     from grunet.io import open_store
+    from grunet.memory import keep_large_buffers_off_heap
 
     image_store, out_path = Path(image_store), Path(out_path)
     check_output_free(out_path, overwrite)
+    keep_large_buffers_off_heap()  # peak RSS = working set, whatever the store's size
     if threads:
         torch.set_num_threads(check_positive("threads", threads))
     predictor = _as_predictor(model, device, compile=compile)
