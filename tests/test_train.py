@@ -210,6 +210,21 @@ def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
         assert not added[~near].any()
 
 
+def test_glow_val_copies_keep_labels_and_are_the_same_every_epoch():
+    """data.val_glow: each val image gains a glowing copy with the same labels, seeded, so
+    epochs are compared on identical images (a criterion that sees glow picks best.pt)."""
+    from grunet.train import with_glow
+
+    val = real_train_samples(3)
+    first, again = with_glow(val, (0.1, 0.3), seed=2), with_glow(val, (0.1, 0.3), seed=2)
+    assert [c.name for c in first] == [s.name + "+glow" for s in val]
+    for s, c, d in zip(val, first, again):
+        assert np.array_equal(c.image, d.image)
+        assert c.labels is s.labels and c.targets is s.targets
+        assert (c.image >= s.image).all() and (c.image > s.image).any()
+        assert np.array_equal(c.image[s.labels > 0], s.image[s.labels > 0])
+
+
 def test_rescaling_to_the_object_diameter_gives_that_median_diameter():
     for s in real_train_samples():
         for target in (17.0, 0.5 * s.diameter, 2.5 * s.diameter):
