@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from segment_memory import source_plane, tiled  # noqa: E402
 
 from grunet.measure import measure_stack  # noqa: E402
+from grunet.memory import keep_large_buffers_off_heap  # noqa: E402
 from grunet.segmentation import segment_probabilities  # noqa: E402
 
 PROPERTIES = ["label", "centroid", "bbox", "area", "perimeter", "equivalent_diameter_area"]
@@ -99,6 +100,8 @@ def run_child(kind: str, folder: Path, block: int, threads: int) -> dict:
             table = regionprops_table(labels, image[..., None], properties=PROPERTIES)
             cells = len(table["label"])
         else:
+            if kind == "grunet":  # as the `grunet` command does; "grunet-heap": glibc's default
+                keep_large_buffers_off_heap()
             start = time.perf_counter()
             probs = da.from_zarr(str(folder / "probs.zarr"))
             segment_probabilities(probs, block=block).to_zarr(str(folder / "labels.zarr"))
@@ -137,7 +140,12 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1024, help="chunk/block size (px)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per path (noise)")
-    parser.add_argument("--child", choices=("baseline", "grunet"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--glibc-heap", action="store_true", help="grunet path without the command's heap setting"
+    )
+    parser.add_argument(
+        "--child", choices=("baseline", "grunet", "grunet-heap"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -147,13 +155,14 @@ def main() -> None:
     print(f"data: {source}, the shipped model's probabilities, tiled; block {args.block}; "
           f"{args.threads} threads (baseline: 1); one process per run")  # fmt: skip
     print("size   MPix | base s  MPix/s  +MiB | grunet s  MPix/s  +MiB | speed ratio  cells")
+    ours_kind = "grunet-heap" if args.glibc_heap else "grunet"
     for size in args.sizes:
         image, probs = tiled(image0, size).compute(), tiled(probs0, size).compute()
         with tempfile.TemporaryDirectory() as tmp:
             write_inputs(Path(tmp), image, probs, args.block)
             runs = [
                 (child("baseline", Path(tmp), args.block, args.threads),
-                 child("grunet", Path(tmp), args.block, args.threads))
+                 child(ours_kind, Path(tmp), args.block, args.threads))
                 for _ in range(args.repeat)
             ]  # fmt: skip
         base = min((b for b, _ in runs), key=lambda r: r["seconds"])

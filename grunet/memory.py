@@ -7,11 +7,13 @@ of them and ``grunet run``'s peak RSS grows with the image although every stage 
 threshold (raised to the largest freed buffer, up to 32 MiB) puts the network's activations on
 the heap, where windows of different shapes and the buffers kept between them fragment it: the
 peak RSS of predicting one 2048² plane varied 1.08-1.37 GiB between identical runs.
-:func:`keep_large_buffers_off_heap` maps every buffer of 1 MiB or more on its own, so freeing
-it returns it at once (peak 0.75 GiB, the same every run); torch backs those buffers with
-transparent huge pages (``THP_MEM_ALLOC_ENABLE``, set in ``grunet/__init__``), which keeps that
-as fast as the heap (measured: same forward time; without huge pages 15-25 % slower). On other
-C libraries (macOS, musl) both are no-ops.
+:func:`keep_large_buffers_off_heap` maps every buffer of 4 MiB or more on its own, so freeing
+it returns it at once (run's peak 0.85-0.88 GiB, the same every run). Such buffers are backed by
+transparent huge pages (torch: ``THP_MEM_ALLOC_ENABLE``, set in ``grunet/__init__``, from 2 MiB;
+numpy: from 4 MiB), which keeps fresh mappings as fast as reused heap (measured: same forward and
+segment time; a 1 MiB threshold, whose 1-4 MiB numpy buffers get no huge pages, made segment
++ measure 10 % slower; without huge pages prediction was 15-25 % slower). On other C libraries
+(macOS, musl) both are no-ops.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from functools import cache
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 4 << 20
 
 
 @cache
