@@ -13,10 +13,6 @@ if "torch" not in sys.modules:
     # 0.05 s, 512² ran 4-6× slower (benchmarks/predict_throughput.py). Sleeping waits cost
     # microseconds per op. Read once when torch loads; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # torch then backs its large CPU buffers (>= 2 MiB) with transparent huge pages: with
-    # grunet.memory.keep_large_buffers_off_heap() they are mapped fresh per allocation, and
-    # huge pages make that as fast as reusing heap memory (page faults per 2 MiB, not 4 KiB).
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from grunet.errors import CheckpointError, ConfigError, GrunetError, InputError  # noqa: E402
 

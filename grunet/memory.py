@@ -9,7 +9,7 @@ the heap, where windows of different shapes and the buffers kept between them fr
 peak RSS of predicting one 2048² plane varied 1.08-1.37 GiB between identical runs.
 :func:`keep_large_buffers_off_heap` maps every buffer of 4 MiB or more on its own, so freeing
 it returns it at once (run's peak 0.85-0.88 GiB, the same every run). Such buffers are backed by
-transparent huge pages (torch: ``THP_MEM_ALLOC_ENABLE``, set in ``grunet/__init__``, from 2 MiB;
+transparent huge pages (torch: ``THP_MEM_ALLOC_ENABLE``, from 2 MiB;
 numpy: from 4 MiB), which keeps fresh mappings as fast as reused heap (measured: same forward and
 segment time; a 1 MiB threshold, whose 1-4 MiB numpy buffers get no huge pages, made segment
 + measure 10 % slower; without huge pages prediction was 15-25 % slower). On other C libraries
@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 from functools import cache
 
@@ -44,8 +45,13 @@ def keep_large_buffers_off_heap() -> bool:
     """Map buffers of ``MMAP_THRESHOLD`` bytes or more one by one (glibc ``mallopt``), so the
     process's peak RSS is its peak working set whatever the image size; True where set.
 
-    Process-wide; the ``grunet`` command and :func:`grunet.predict.predict_store` call it.
+    Process-wide; the ``grunet`` commands that predict, segment or measure call it, and
+    :func:`grunet.predict.predict_store`. Not training: there, with 3 MiB activations kept for
+    the backward pass, it measured 8-15 % slower per step with a higher peak.
     """
+    # torch backs its CPU buffers >= 2 MiB with huge pages: read at its first large allocation,
+    # so this takes effect where called before any (the commands call it first thing)
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     libc = _libc()
     return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``grunet`` console script."""
     args = build_parser().parse_args(argv)
     _one_line_warnings(args.command)
-    keep_large_buffers_off_heap()  # peak RSS = working set, whatever the image size
+    if args.command != "train":
+        keep_large_buffers_off_heap()  # peak RSS = working set, whatever the image size
     try:
         return int(args.func(args) or 0)
     except GrunetError as err:
