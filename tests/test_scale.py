@@ -193,8 +193,8 @@ def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
     """Specks of 2 px lie below every candidate factor; the estimate stays within the factors
     looked at, so segmenting with it works instead of failing on an impossible diameter."""
     rng = np.random.default_rng(0)
-    image = rng.normal(0, 0.01, (512, 512)).astype(np.float32)
-    ys, xs = rng.integers(4, 508, (2, 300))
+    image = rng.normal(0, 0.01, (256, 256)).astype(np.float32)  # estimate 2.5 px: ×6.8
+    ys, xs = rng.integers(4, 252, (2, 75))
     image[ys, xs] = image[ys + 1, xs] = 1.0
     found = estimate_diameter(predictor, [image[None]]).diameter
     d0 = predictor.object_diameter
