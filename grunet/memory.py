@@ -45,7 +45,7 @@ def keep_large_buffers_off_heap() -> bool:
     """Map buffers of ``MMAP_THRESHOLD`` bytes or more one by one (glibc ``mallopt``), so the
     process's peak RSS is its peak working set whatever the image size; True where set.
 
-    Process-wide; the ``grunet`` commands that predict, segment or measure call it, and
+    Process-wide; every ``grunet`` command but ``train`` calls it first thing, and so does
     :func:`grunet.predict.predict_store`. Not training: there, with 3 MiB activations kept for
     the backward pass, it measured 8-15 % slower per step with a higher peak.
     """
