@@ -4,9 +4,9 @@ Every plane is measured block by block, and rows stream out in batches, so memor
 a few blocks (plus 4 bytes per cell of the plane for the id scan) whatever the plane's size. A
 first cheap pass lists the ids of every block; a cell whose pixels all lie in one block is
 measured there, a cell found in several blocks is measured afterwards on the crop of its whole
-bounding box. Either way the values equal those of ``skimage.measure.regionprops_table`` on the
-whole plane, because every property is computed from the cell's bounding-box crop and its
-absolute coordinates (``regionprops(offset=...)``).
+bounding box. Either way the values are those of ``skimage.measure.regionprops_table`` on the
+whole plane (see :mod:`grunet.cellprops`, which computes them for a whole block at once), and
+never depend on the blocks: every property is taken about the cell's own bounding box.
 """
 
 from __future__ import annotations
@@ -21,28 +21,14 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from skimage.measure import regionprops
 
 from grunet.atomic import atomic_output, check_output_free
+from grunet.cellprops import SHAPE_KEYS, region_rows
 from grunet.errors import InputError
 from grunet.parallel import in_order
 
-SHAPE_COLUMNS = {  # our column -> regionprops property
-    "area": "area",
-    "perimeter": "perimeter",
-    "equivalent_diameter": "equivalent_diameter_area",
-    "eccentricity": "eccentricity",
-    "solidity": "solidity",
-    "major_axis_length": "axis_major_length",
-    "minor_axis_length": "axis_minor_length",
-    "orientation": "orientation",
-}
-INTENSITY_COLUMNS = {  # column prefix -> regionprops property (None: sum, computed here)
-    "mean_intensity": "intensity_mean",
-    "min_intensity": "intensity_min",
-    "max_intensity": "intensity_max",
-    "integrated_intensity": None,
-}
+SHAPE_COLUMNS = list(SHAPE_KEYS)  # area, perimeter, ... (regionprops' definitions)
+INTENSITY_COLUMNS = ["mean_intensity", "min_intensity", "max_intensity", "integrated_intensity"]
 BASE_COLUMNS = ["sample", "t", "z", "label"]
 POSITION_COLUMNS = [
     "centroid_y",
@@ -69,7 +55,7 @@ def table_columns(channel_names: Sequence[str]) -> list[str]:
     """The measurement columns, in order, for these channels (metadata columns come after)."""
     channels = channel_column_names(channel_names)
     columns = BASE_COLUMNS + POSITION_COLUMNS
-    columns += ["area", "area_um2"] + list(SHAPE_COLUMNS)[1:]
+    columns += ["area", "area_um2"] + SHAPE_COLUMNS[1:]
     columns += [f"{prefix}_{ch}" for prefix in INTENSITY_COLUMNS for ch in channels]
     return columns
 
@@ -78,62 +64,6 @@ def table_columns(channel_names: Sequence[str]) -> list[str]:
 
 
 FIELDS = ["label", *POSITION_COLUMNS[:2], *POSITION_COLUMNS[4:], *SHAPE_COLUMNS]  # row layout
-INTENSITY_KEYS = ("intensity_mean", "intensity_min", "intensity_max")
-
-
-def integrated_intensity(mask: np.ndarray, intensity: np.ndarray) -> float:
-    """Sum of a cell's pixel intensities (float64); a regionprops extra property."""
-    return float(np.sum(intensity[mask], dtype=np.float64))
-
-
-def _columns(n_channels: int) -> list[str]:
-    """regionprops_table-style column names, in the order of a row (see FIELDS)."""
-    names = ["label", "centroid-0", "centroid-1", "bbox-0", "bbox-1", "bbox-2", "bbox-3"]
-    names += list(SHAPE_COLUMNS.values())
-    for key in (*INTENSITY_KEYS, "integrated_intensity"):
-        names += [f"{key}-{c}" for c in range(n_channels)]
-    return names
-
-
-def _measure_regions(labels: np.ndarray, image: np.ndarray | None, offset) -> np.ndarray:
-    """Rows (FIELDS, then mean, min, max, sum per channel) of the regions of (Y, X) labels.
-
-    ``image`` is (C, Y, X) or None. Coordinates are shifted by ``offset`` exactly as
-    regionprops_table on the whole plane computes them; every integer is exact in float64.
-    """
-    n_channels = 0 if image is None else image.shape[0]
-    intensity = None if image is None else np.moveaxis(image, 0, -1)  # (Y, X, C)
-    extra = None if image is None else (integrated_intensity,)
-    regions = regionprops(labels, intensity, offset=np.asarray(offset), extra_properties=extra)
-    names = _columns(n_channels)
-    if not regions:
-        return np.zeros((0, len(names)))
-    props = ["label", "centroid", "bbox", *SHAPE_COLUMNS.values()]
-    if n_channels:
-        props += [*INTENSITY_KEYS, "integrated_intensity"]
-    table = _props_table(regions, props)
-    rows = np.stack([np.asarray(table[name], np.float64) for name in names], axis=1)
-    rows[:, 3:7] += np.asarray([*offset, *offset], np.float64)  # bbox ignores offset
-    return rows
-
-
-def _props_table(regions, props: list[str]) -> dict[str, np.ndarray]:
-    """regionprops_table's column builder (fast), or a plain loop if skimage moved it."""
-    try:
-        from skimage.measure._regionprops import _props_to_dict
-
-        return _props_to_dict(regions, properties=props)
-    except ImportError:  # pragma: no cover - private helper of skimage 0.19-0.26
-        out: dict[str, list] = {}
-        for region in regions:
-            for prop in props:
-                value = np.asarray(region[prop])
-                if value.ndim == 0:
-                    out.setdefault(prop, []).append(value)
-                else:
-                    for i, v in enumerate(value.ravel()):
-                        out.setdefault(f"{prop}-{i}", []).append(v)
-        return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _local_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +110,8 @@ def _block_rows(labels: np.ndarray, image, origin, shared: np.ndarray) -> dict[s
                 origin[1] + xs.stop,
             )
         inverse = np.where(split[inverse], 0, inverse).astype(np.int32)
-    rows = _measure_regions(inverse, image, origin)
-    rows[:, 0] = ids[rows[:, 0].astype(np.int64)]
+    rows = region_rows(inverse, image, origin)
+    rows[:, 0] = ids[rows[:, 0].astype(np.int64)]  # local ids -> the plane's ids
     return {"rows": rows, "crossing": crossing}
 
 
@@ -192,7 +122,7 @@ def _crossing_rows(cells, labels: np.ndarray, image, origin) -> list[np.ndarray]
         sl = (slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
         mask = (labels[sl] == label).astype(np.uint8)
         crop = None if image is None else image[(slice(None), *sl)]
-        (row,) = _measure_regions(mask, crop, (y0, x0))
+        (row,) = region_rows(mask, crop, (y0, x0))
         row[0] = label
         out.append(row)
     return out
@@ -317,7 +247,7 @@ def _plane_frame(rows: np.ndarray, channels: list[str], t: int, z: int, pixel_si
             **{key: columns[key].astype(np.int64) for key in POSITION_COLUMNS[4:]},
             "area": columns["area"].astype(np.int64),
             "area_um2": columns["area"] * (py * px),
-            **{key: columns[key] for key in list(SHAPE_COLUMNS)[1:]},
+            **{key: columns[key] for key in SHAPE_COLUMNS[1:]},
         }
     )
     n = len(channels)
