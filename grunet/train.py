@@ -120,6 +120,8 @@ DEFAULTS: dict = {
         # patches, at `glow_level` x the nuclei's median brightness
         "p_glow": 0.0,
         "glow_level": [0.1, 0.45],
+        # dark spots (nucleoli) inside the nuclei of this share of patches
+        "p_nucleoli": 0.0,
         # semantic (natural images): random factors in 1 ± these; flip is horizontal only and
         # scale_jitter is the random rescale range before the crop
         "colour_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
