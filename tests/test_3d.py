@@ -193,7 +193,10 @@ def test_blockwise_prediction_matches_whole_stack(nuclei_3d):
     whole = predict_volume(predictor, norm, **options)
     tiled = predict_volume(predictor, norm, tile=48, max_voxels=2**14, **options)  # z cut too
     agree = (whole.argmax(0) == tiled.argmax(0)).mean()
-    assert agree > 0.99, agree
+    # blocks of ~20 network px per side, every one cut on all sides: measured 99.25 % (stage 3
+    # model), 98.84 % (stage 5, which weighs more context: is a plateau around a bright nucleus
+    # its cytoplasm?); tile 64 is exact for both (the whole volume fits one window)
+    assert agree > 0.985, agree
     assert np.abs(whole - tiled).mean() < 0.01
 
 
