@@ -51,7 +51,7 @@ def stacks(names):
             yield name, str(path), tifffile.imread(BBBC / "labels" / f"{name}.tif"), 2.18
 
 
-def run_mode(source, anisotropy, mode, outdir):
+def run_mode(source, anisotropy, mode, outdir, model=None):
     """Labels (Z, Y, X) and seconds of ``grunet run`` in ``mode`` on one stack."""
     from grunet.evaluate import read_label_image
     from grunet.pipeline import run_pipeline
@@ -60,6 +60,7 @@ def run_mode(source, anisotropy, mode, outdir):
     run_pipeline(
         [source],
         outdir,
+        model=model,
         device="cpu",
         axes="ZYX",
         mode=mode,
@@ -96,7 +97,7 @@ def stitch(planes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return out
 
 
-def compare(source, anisotropy, truth, score):
+def compare(source, anisotropy, truth, score, model=None):
     """The method comparison on one set of per-view predictions of a stack."""
     from grunet.api import load_model
     from grunet.io.readers import read_image
@@ -106,7 +107,7 @@ def compare(source, anisotropy, truth, score):
     from grunet.scale import estimate_diameter, resolve_scale
     from grunet.segmentation import SegmentOptions, segment_probabilities
 
-    predictor = load_model(device="cpu")
+    predictor = load_model(model, device="cpu")
     stack = read_image(source, axes="ZYX")
     image = np.asarray(stack.data[0, :, :])  # (C, Z, Y, X)
     aniso, _ = anisotropy_of(stack.pixel_sizes, anisotropy)
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--stacks", default="demo,16_cell_stage,8_cell_stage")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compare", action="store_true", help="also the method comparison")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     args = parser.parse_args()
 
     import torch
@@ -160,12 +162,12 @@ def main() -> None:
             )
 
         with tempfile.TemporaryDirectory() as tmp:
-            labels, seconds = run_mode(source, anisotropy, "3d", Path(tmp) / "3d")
+            labels, seconds = run_mode(source, anisotropy, "3d", Path(tmp) / "3d", args.model)
             score("grunet run (3D default)", labels, seconds)
-            labels, seconds = run_mode(source, anisotropy, "2d", Path(tmp) / "2d")
+            labels, seconds = run_mode(source, anisotropy, "2d", Path(tmp) / "2d", args.model)
             score("grunet run --mode 2d", labels, seconds)
         if args.compare:
-            compare(source, anisotropy, truth, score)
+            compare(source, anisotropy, truth, score, args.model)
 
 
 if __name__ == "__main__":
