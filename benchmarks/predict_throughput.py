@@ -167,7 +167,8 @@ def compare_cli(args, tmp: Path) -> None:
         tifffile.imwrite(tmp / f"plane{size}.tif", np.tile(frame, (reps, reps))[:size, :size])
     jobs = {f"run {size}²": ["run", str(tmp / f"plane{size}.tif"), "--overwrite", "--device",
                              "cpu"] for size in args.cli_sizes}  # fmt: skip
-    for name in () if args.no_stack else ("stack100", "plane1000"):
+    stack_jobs = () if args.no_stack else ("stack100", "plane1000")
+    for name in stack_jobs:
         jobs[f"predict {name}"] = ["predict", "STORE", "--no-progress", "--overwrite",
                                    "--device", "cpu", "--threads", str(args.threads)]  # fmt: skip
     trees = {"today": args.compare_to, "this": str(Path(__file__).resolve().parents[1])}
@@ -196,7 +197,9 @@ def compare_cli(args, tmp: Path) -> None:
         print(f"  {job:20s} today {today:7.1f} s  this {this:7.1f} s  "
               f"speed-up {today / this:5.2f}× wall, {cpu_today / cpu_this:5.2f}× CPU time "
               f"({cpu_today:.0f} vs {cpu_this:.0f} CPU-s)")  # fmt: skip
-    for tree in () if args.no_stack else trees:
+    if not stack_jobs:
+        return
+    for tree in trees:
         ratio = min(times[("predict stack100", tree)]) / min(times[("predict plane1000", tree)])
         ratio_cpu = min(cpus[("predict stack100", tree)]) / min(cpus[("predict plane1000", tree)])
         print(f"  {tree}: 100×100×100 stack / 1000² plane: {ratio:.2f} wall, {ratio_cpu:.2f} CPU")

@@ -140,10 +140,10 @@ def add_nucleoli(
     object rather than cut at its dark spots.
     """
     nuclei = labels > 0
+    if not nuclei.any():
+        return image
     pixels = np.flatnonzero(nuclei)
     n_nuclei = len(np.unique(labels[nuclei]))
-    if pixels.size == 0:
-        return image
     centres = np.zeros(image.shape, bool)
     centres.flat[rng.choice(pixels, size=min(pixels.size, rng.poisson(2 * n_nuclei) + 1))] = True
     radius = diameter * rng.uniform(0.05, 0.125)

@@ -259,9 +259,9 @@ def _plane_frame(rows: np.ndarray, channels: list[str], t: int, z: int, pixel_si
 
 # Rows per Parquet batch (row group) of measure_store. A batch lives as a float64 array, a
 # DataFrame and an Arrow table at once, ~3 x 8 bytes x columns per row: 16384 rows of the ~30
-# columns of one channel are ~12 MiB. 65536 rows added ~80 MiB to the peak of every plane with
-# that many cells (measure RSS 32768² vs 4096²: 1.31x), which planes of a few thousand cells
-# never pay.
+# columns of one channel are ~12 MiB. Only planes with that many cells fill a batch: with
+# 65536 rows the measure peak at 32768² was 349 MiB (1.31x that at 4096²), with 16384 323 MiB
+# (1.23x; benchmarks/segment_memory.py).
 BATCH_ROWS = 16384
 
 
