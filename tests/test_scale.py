@@ -113,8 +113,12 @@ def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, fa
     """All 20 dsb2018_fluo val images resized ×0.5, ×1, ×2 against their labels' diameter.
 
     Measured with the shipped model (median ratio estimate/truth; share within ±15 %):
-    ×0.5 1.07, 70 %; ×1 1.05, 85 %; ×2 1.04, 85 %. Misses are the smallest nuclei (4-5 px at
-    ×0.5: the model's objects are ~1 px wider than the labels) and an image with 2-3 nuclei.
+    ×0.5 1.05, 65 %; ×1 1.03, 75 %; ×2 1.03, 70 %. Misses are the smallest nuclei (4-5 px at
+    ×0.5: the model's objects are ~1 px wider than the labels), an image with 2-3 nuclei and
+    one with nuclei of two sizes. Sizes read from the median of a pass's objects (before
+    ``typical_diameter``) had 70 / 85 / 85 % within but a lower F1 at the estimated diameter
+    (×0.5 0.902 vs 0.907, ×1 0.914 vs 0.920, ×2 0.907 vs 0.921; benchmarks/quality_scale.py),
+    and were 1.5-3× too small on textured nuclei (see the demo test below).
     """
     root = shared_dataset("dsb2018_fluo")
     manifest = pd.read_csv(root / "manifest.csv")
@@ -129,7 +133,34 @@ def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, fa
         ratios.append(np.nan if found is None else found / label_diameter(labels))
     ratios = np.array(ratios)
     assert abs(np.nanmedian(ratios) - 1) <= 0.15, ratios
-    assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.7, ratios
+    assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.65, ratios
+
+
+def otsu_nucleus_diameter(frame: np.ndarray) -> float:
+    """Median equivalent diameter of the bright, well separated nuclei of a demo frame, found
+    without the model: Otsu threshold of the lightly smoothed frame, holes (nucleoli) filled,
+    objects over 100 px."""
+    from scipy.ndimage import binary_fill_holes
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.measure import label
+
+    smooth = gaussian(frame.astype(np.float32), 1)
+    areas = np.bincount(label(binary_fill_holes(smooth > threshold_otsu(smooth))).ravel())[1:]
+    return float(np.median(2 * np.sqrt(areas[areas > 100] / np.pi)))
+
+
+@pytest.mark.parametrize("t", [0, 14, 29])
+def test_estimated_diameter_of_textured_nuclei_is_within_15_percent(predictor, nuclei_timelapse, t):
+    """Demo time-lapse frames: nuclei of ~36 px with nucleoli, beside dim cytoplasm.
+
+    The model cuts a crescent of cytoplasm or a piece of a textured nucleus off some nuclei;
+    read from the median of the objects, those pieces made the estimate 12 px on frame 0
+    (14-31 px on 5 of 10 frames). Measured now: frames 0 / 14 / 29 → 31.1 / 31.1 / 33.7 px
+    against 33.6 / 36.1 / 34.3 px from Otsu.
+    """
+    frame = nuclei_timelapse[t]
+    found = estimate_diameter(predictor, [normalize_channels(frame[None])]).diameter
+    assert found == pytest.approx(otsu_nucleus_diameter(frame), rel=0.15)
 
 
 # ---------------------------------------------------------------- prediction at a scale
@@ -318,9 +349,9 @@ DEMO_COUNTS = {0: 15, 14: 14, 29: 14}
     strict=True,
     reason="the demo's cells glow dimly around their bright nuclei. The shipped stage 5, trained "
     "with cell-body glow and nucleoli augmentation, no longer takes whole cells for nuclei "
-    "(stage 3: 80 / 45 / 42 objects on frames 0 / 14 / 29) but still counts 48 / 26 / 23: "
-    "cytoplasm crescents beside some nuclei, mitotic nuclei split, and on frame 0 the scale "
-    "estimate reads 12 px for ~35-px nuclei (issue 13, open)",
+    "(stage 3: 80 / 45 / 42 objects on frames 0 / 14 / 29) but still counts 26 / 29 / 25 "
+    "(24 / 28 / 25 at the true 35 px): cytoplasm crescents beside some nuclei and mitotic "
+    "nuclei split (issue 13, open)",
 )
 def test_demo_time_lapse_counts_are_right_with_the_model_defaults(tmp_path, nuclei_timelapse):
     """`grunet run` on frames 0, 14, 29 with no option: automatic diameter, model thresholds."""
