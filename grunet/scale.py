@@ -392,13 +392,13 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
     Method: each plane is looked at through crops of ``CROP``² network pixels at candidate
     factors ×0.125 … ×8 (steps of √2), coarse to fine; each crop (placed where the plane has the
     most signal) is resized by the factor, predicted and segmented, and the typical equivalent
-    diameter of its whole objects (:func:`typical_diameter`), measured in the plane's own pixels, is ``D(f)``. Measuring in
-    original pixels is what defeats the telling failure of naive estimators: at too large a
-    factor nuclei break into model-sized fragments, so a first pass "finds" the model's size
-    wherever it looks; here those fragments shrink ``D(f)`` instead, and the answer is taken where
-    objects *first* reach the model's size ``D0`` on the network's grid (see :func:`_crossing`).
-    Cost: at most 13 passes of 256² pixels per plane, independent of the image size, and the
-    passes stop one factor after the crossing.
+    diameter of its whole objects (:func:`typical_diameter`), measured in the plane's own
+    pixels, is ``D(f)``. Measuring in original pixels is what defeats the telling failure of
+    naive estimators: at too large a factor nuclei break into model-sized fragments, so a first
+    pass "finds" the model's size wherever it looks; here those fragments shrink ``D(f)``
+    instead, and the answer is taken where objects *first* reach the model's size ``D0`` on the
+    network's grid (see :func:`_crossing`). Cost: at most 13 passes of 256² pixels per plane,
+    independent of the image size, and the passes stop one factor after the crossing.
 
     Args:
         predictor: a :class:`grunet.predict.Predictor`.
