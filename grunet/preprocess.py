@@ -6,24 +6,38 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
+from grunet.saturation import saturated_count
+
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 DEFAULT_PERCENTILES = (1.0, 99.8)
+# Normalised intensities are capped here: the network never saw much above 1 in training, and
+# a saturated nucleus at 10x the range makes it see halos and ghosts around the nucleus.
+NORMALISED_CEILING = 1.5
 
 
 def percentile_range(
     image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
 ) -> tuple[float, float]:
-    """Robust (low, high) intensities of an in-memory array (finite values only)."""
+    """Robust (low, high) intensities of an in-memory array (finite values only).
+
+    A saturated plateau (many pixels at the maximum, see :mod:`grunet.saturation`) is left out,
+    so that a few clipped nuclei do not set the top of the range for all the others.
+    """
     values = np.asarray(image, dtype=np.float32)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
+    top = values.max()
+    at_max = values == top
+    if saturated_count(values.size, int(np.count_nonzero(at_max))):
+        values = values[~at_max]
     low, high = np.percentile(values, percentiles)
     return float(low), float(high)
 
 
 def normalize(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map [low, high] to [0, 1] linearly (values outside are kept, not clipped); float32.
+    """Map [low, high] to [0, 1] linearly; float32. Values below stay as they are, values above
+    are capped at ``NORMALISED_CEILING``.
 
     A constant image (high <= low) maps to zeros rather than dividing by zero.
     """
@@ -31,7 +45,8 @@ def normalize(image: np.ndarray, low: float, high: float) -> np.ndarray:
     scale = high - low
     if not np.isfinite(scale) or scale <= 1e-12:
         return np.zeros_like(image)
-    return (image - np.float32(low)) / np.float32(scale)
+    out = (image - np.float32(low)) / np.float32(scale)
+    return np.minimum(out, np.float32(NORMALISED_CEILING), out=out)
 
 
 def normalize_channels(

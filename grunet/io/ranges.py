@@ -5,7 +5,8 @@ percentiles equal ``numpy.percentile`` (linear interpolation) of the whole image
 types (floats, 32-bit integers) take two streamed passes: the finite min/max, then a
 ``bins``-bin histogram over [min, max]; a percentile is interpolated inside its bin, so its error
 is at most one bin width, ``(max - min) / bins`` (with the default 65,536 bins: 0.0015 % of the
-dynamic range). NaN and +/-inf are counted and excluded.
+dynamic range). NaN and +/-inf are counted and excluded, and so is a saturated plateau at the
+maximum (:mod:`grunet.saturation`), as :func:`grunet.preprocess.percentile_range` does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import dask
 import dask.array as da
 import numpy as np
+
+from grunet.saturation import saturated_count
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
 DEFAULT_BINS = 65536
@@ -31,6 +34,7 @@ class ChannelStats:
     n_inf: int = 0
     min: float = np.inf
     max: float = -np.inf
+    n_at_max: int = 0  # finite values equal to ``max``
     hist: np.ndarray | None = None  # counts, bins defined by the caller
     hist_offset: int = 0  # exact integer histograms: hist[i] counts the value hist_offset + i
 
@@ -45,12 +49,15 @@ class ChannelStats:
             for part, start in ((self.hist, self.hist_offset), (other.hist, other.hist_offset)):
                 merged[start - offset : start - offset + len(part)] += part
             hist = merged
+        top = max(self.max, other.max)
+        n_at_max = sum(s.n_at_max for s in (self, other) if s.max == top)
         return ChannelStats(
             n=self.n + other.n,
             n_nan=self.n_nan + other.n_nan,
             n_inf=self.n_inf + other.n_inf,
             min=min(self.min, other.min),
-            max=max(self.max, other.max),
+            max=top,
+            n_at_max=n_at_max,
             hist=hist,
             hist_offset=offset,
         )
@@ -88,6 +95,7 @@ def block_stats(
     if values.size:
         stats.min = float(values.min())
         stats.max = float(values.max())
+        stats.n_at_max = int(np.count_nonzero(values == values.max()))
     if exact_bins is not None and values.size:  # compact: only the block's own value range
         low = int(stats.min)
         if values.dtype.kind == "u":
@@ -139,11 +147,16 @@ def percentile_from_histogram(
 ) -> list[float]:
     """Percentiles from a histogram: exact for integer bins (``exact``), else within one bin.
 
-    Mirrors ``numpy.percentile``'s default linear interpolation between order statistics.
+    Mirrors ``numpy.percentile``'s default linear interpolation between order statistics. A
+    saturated plateau at the maximum is left out (it sits in the last non-empty bin).
     """
     if stats.hist is None or stats.n == 0:
         raise ValueError("no finite values")
     counts = stats.hist
+    drop = saturated_count(stats.n, stats.n_at_max)
+    if drop:
+        counts = counts.astype(np.int64)  # a copy: the stats stay as they were
+        counts[np.flatnonzero(counts)[-1]] -= drop
     cumulative = np.cumsum(counts)
     n = int(cumulative[-1])
 
