@@ -40,7 +40,8 @@ def test_a_saturated_plateau_is_left_out_of_the_range_in_memory_and_streamed(dty
     painted = with_saturated_blobs(image, ceiling=60000)
     rest = tuple(np.percentile(image[painted != 60000].astype(np.float32), (1.0, 99.8)))
     assert percentile_range(painted) == pytest.approx(rest, rel=1e-6)
-    streamed = percentile_range_dask(da.from_array(painted[None], chunks=(1, 64, 64)), channel_axis=0)
+    chunked = da.from_array(painted[None], chunks=(1, 64, 64))
+    streamed = percentile_range_dask(chunked, channel_axis=0)
     assert streamed[0] == pytest.approx(rest, rel=1e-3)
     assert percentile_range(np.float32(painted))[1] < 1.01 * percentile_range(image)[1]
 
@@ -73,7 +74,8 @@ def test_saturated_nuclei_leave_the_other_nuclei_of_a_real_frame_as_they_were(
     from skimage.morphology import remove_small_objects
 
     smooth = gaussian(frame, 1)
-    nuclei = remove_small_objects(label(smooth > threshold_otsu(smooth)), max_size=100)  # not painted on
+    nuclei = label(smooth > threshold_otsu(smooth))  # blobs go beside them, not on them
+    nuclei = remove_small_objects(nuclei, max_size=100)
     painted, blobs = paint_outlier_nuclei(frame, nuclei, 3, np.random.default_rng(2))
     assert blobs.sum() > 3 * 400
     found = grunet.segment(painted, predictor, diameter=35)
