@@ -233,7 +233,8 @@ MIN_OBJECTS = 3  # fewer whole objects in a crop say nothing about their size
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
 CLOSEST = 0.7  # without a crossing, objects must come this close to D0 to tell anything
 GROWTH = 1.15  # ...and have grown on the network's grid by this from a coarser factor
-JUMP = 3  # objects multiplying by more than this from one factor to the next are specks
+JUMP = 3  # objects multiplying by more than this from one factor to the next are specks...
+SPECK_SLOPE = -0.5  # ...if their size in the image then falls at least like f^SPECK_SLOPE
 # The objects' size in a pass is read from the 75th percentile of their equivalent diameters,
 # divided by that percentile's ratio to the median in labels (1.125: median over the 100
 # dsb2018_fluo train images; 10-90 % of images 1.06-1.23), so it estimates the median nucleus.
@@ -320,19 +321,35 @@ def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float
 
 
 def _before_specks(passes):
-    """The passes before objects multiply ×``JUMP`` from one upscaling factor to the next.
+    """The passes before objects multiply ×``JUMP`` from one upscaling factor to the next and
+    turn out to be specks.
 
     The crop holds a fixed number of network pixels, so a finer factor shows fewer original
     pixels: whole nuclei can only become fewer, or split in a few pieces. Many times more
-    objects at once while upscaling is noise resolved into specks of the model's size, and
-    every finer factor shows more of it. (Below ×1 it is normal: clusters merged at a coarse
-    factor come apart into their nuclei.)
+    objects at once while upscaling is either noise resolved into specks of the model's size,
+    and every finer factor shows more of it, or nuclei far smaller than the model's that the
+    previous factor merged into clusters (below ×1 that is the usual case). The two part at the
+    finer factors: nuclei keep their size in the image, specks keep theirs on the network's grid
+    (:func:`_keep_their_size`).
     """
     for k in range(1, len(passes)):
         before, now = passes[k - 1][2], passes[k][2]
-        if passes[k][0] > 1 and before >= MIN_OBJECTS and now > JUMP * before:
+        jump = passes[k][0] > 1 and before >= MIN_OBJECTS and now > JUMP * before
+        if jump and not _keep_their_size(passes[k:]):
             return passes[:k]
     return passes
+
+
+def _keep_their_size(passes) -> bool:
+    """True where the objects of these passes keep their size in the image as the factor
+    grows: the slope of log D(f) against log f (least squares, over at least 3 passes with
+    objects) is above ``SPECK_SLOPE``. Nuclei: about 0; specks of a fixed network size: -1."""
+    seen = [(f, d) for f, d, n in passes if n >= MIN_OBJECTS and np.isfinite(d)]
+    if len(seen) < 3:
+        return False
+    log_f, log_d = np.log(np.array(seen)).T
+    slope = np.polyfit(log_f, log_d, 1)[0]
+    return bool(slope > SPECK_SLOPE)
 
 
 def _crossing(passes, d0: float) -> float | None:

@@ -220,6 +220,21 @@ def test_specks_of_upscaled_noise_give_no_estimate():
     assert _crossing(nuclei, 17.0) == pytest.approx(6.2, rel=0.05)
 
 
+def test_tiny_nuclei_that_come_apart_when_upscaled_are_not_taken_for_specks():
+    """Passes recorded on val image 9bb6e39d (131 nuclei) resized ×0.33, nuclei 4.2 px: at ×1
+    the model merges them into 13 clusters, at ×1.41 they come apart into 67. Unlike noise
+    specks (above), they keep their size in the image at finer factors (6.5 → 4.1 px while the
+    factor grows 4×), so the jump is no reason to stop; read where they reach D0. Before, the
+    jump ended the passes, no estimate was found, and F1@0.5 was 0.04 instead of 0.79."""
+    from grunet.scale import _crossing
+
+    nan = float("nan")
+    passes = [(0.25, nan, 0), (0.354, nan, 0), (0.5, nan, 1), (0.707, 14.07, 3), (1.0, 9.36, 13),
+              (1.414, 6.50, 67), (2.0, 5.79, 99), (2.828, 5.31, 78), (4.0, 5.02, 47),
+              (5.657, 4.11, 44)]  # fmt: skip
+    assert _crossing(passes, 17.0) == pytest.approx(4.22, rel=0.25)
+
+
 def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
     """Specks of 2 px lie below every candidate factor; the estimate stays within the factors
     looked at, so segmenting with it works instead of failing on an impossible diameter."""
