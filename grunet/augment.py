@@ -189,6 +189,17 @@ def intensity(
     return img.astype(np.float32), labels
 
 
+def overexpose(image: np.ndarray, labels: np.ndarray, share: float) -> np.ndarray:
+    """The patch as an overexposed camera records it: the brightest ``share`` of its nucleus
+    pixels clipped to one value, which becomes the top of the range (1.0), as the percentile
+    normalisation of such an image makes it. A patch without nuclei is returned as it is."""
+    nuclei = image[labels > 0]
+    ceiling = float(np.quantile(nuclei, 1.0 - share)) if nuclei.size else 0.0
+    if ceiling <= 0:
+        return image
+    return (np.minimum(image, np.float32(ceiling)) / np.float32(ceiling)).astype(np.float32)
+
+
 def paint_outlier_nuclei(
     image: np.ndarray,
     labels: np.ndarray,

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from grunet.saturation import saturated_count
+from grunet.saturation import saturated_count, stands_apart
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 DEFAULT_PERCENTILES = (1.0, 99.8)
@@ -20,8 +20,9 @@ def percentile_range(
 ) -> tuple[float, float]:
     """Robust (low, high) intensities of an in-memory array (finite values only).
 
-    A saturated plateau (many pixels at the maximum, see :mod:`grunet.saturation`) is left out,
-    so that a few clipped nuclei do not set the top of the range for all the others.
+    A saturated plateau (many pixels at the maximum, far above the rest: see
+    :mod:`grunet.saturation`) is left out, so that a few clipped nuclei do not set the top of
+    the range for all the others.
     """
     values = np.asarray(image, dtype=np.float32)
     values = values[np.isfinite(values)]
@@ -30,7 +31,9 @@ def percentile_range(
     top = values.max()
     at_max = values == top
     if saturated_count(values.size, int(np.count_nonzero(at_max))):
-        values = values[~at_max]
+        low, high = np.percentile(values[~at_max], percentiles)
+        if stands_apart(low, high, top):
+            return float(low), float(high)
     low, high = np.percentile(values, percentiles)
     return float(low), float(high)
 

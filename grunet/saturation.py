@@ -3,13 +3,18 @@
 A detector clips every pixel brighter than its ceiling to one value, so a few saturated nuclei
 form a flat plateau at the image's maximum. Counted into the upper percentile, that plateau
 sets the top of the range, and the ordinary nuclei are squeezed into a tenth of it. Its pixels
-say nothing about the brightness of the rest, so the robust range is taken without them.
+say nothing about the brightness of the rest, so the robust range is taken without them, but
+only where the plateau stands apart from the rest (:func:`stands_apart`). An overexposed image,
+whose brightest nuclei all run into the ceiling, has a plateau too, right on top of the
+nuclei's own range; leaving it out there would stretch the range over the dim rims and the
+background (val images with their brightest 1 % clipped: F1@0.5 0.72 instead of 0.83).
 """
 
 from __future__ import annotations
 
 MIN_PLATEAU_PIXELS = 9  # fewer values at the maximum are hot pixels, not a clipped object
 MAX_PLATEAU_SHARE = 0.5  # at least this share at the maximum: the image itself is flat/binary
+APART = 0.5  # the rest's upper percentile below this fraction of the plateau (above the low end)
 
 
 def saturated_count(n_values: int, n_at_max: int) -> int:
@@ -22,3 +27,13 @@ def saturated_count(n_values: int, n_at_max: int) -> int:
     if MIN_PLATEAU_PIXELS <= n_at_max < MAX_PLATEAU_SHARE * n_values:
         return int(n_at_max)
     return 0
+
+
+def stands_apart(low: float, high: float, top: float) -> bool:
+    """True where the plateau at ``top`` lies far above the rest's range ``(low, high)``.
+
+    Example:
+        >>> stands_apart(0.0, 100.0, 1000.0), stands_apart(0.0, 240.0, 255.0)
+        (True, False)
+    """
+    return high - low <= APART * (top - low)

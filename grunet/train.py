@@ -122,6 +122,10 @@ DEFAULTS: dict = {
         "glow_level": [0.1, 0.45],
         # dark spots (nucleoli) inside the nuclei of this share of patches
         "p_nucleoli": 0.0,
+        # overexposure: in this share of patches the brightest `saturate_share` of the nucleus
+        # pixels are clipped to one value, the top of the range (a camera past its ceiling)
+        "p_saturate": 0.0,
+        "saturate_share": [0.02, 0.4],
         # semantic (natural images): random factors in 1 ± these; flip is horizontal only and
         # scale_jitter is the random rescale range before the crop
         "colour_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
@@ -373,6 +377,8 @@ class PatchSampler:
         img, lab = augment.scaled_crop(sample.image, sample.labels, (cy, cx), size, scale)
         img, lab = augment.flip_rotate([img, lab], rng, a["flip"], a["rot90"])
         img, lab = augment.intensity(img, lab, a, self.diameter, rng)
+        if a["p_saturate"] and rng.random() < a["p_saturate"]:
+            img = augment.overexpose(img, lab, rng.uniform(*a["saturate_share"]))
         return img, lab
 
 

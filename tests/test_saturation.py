@@ -56,6 +56,19 @@ def test_hot_pixels_and_flat_images_keep_the_plain_percentiles():
     assert percentile_range(binary) == (0.0, 255.0)
 
 
+def test_an_overexposed_image_keeps_the_plain_percentiles():
+    """Its brightest nuclei run into the ceiling: the plateau sits right on top of the nuclei's
+    range, and leaving it out would stretch the range over dim rims and background."""
+    rng = np.random.default_rng(2)
+    image = rng.gamma(2.0, 300.0, (200, 300)).astype(np.float32)
+    clipped = np.minimum(image, np.percentile(image, 99.0))  # the brightest 1 % at one value
+    assert percentile_range(clipped) == pytest.approx(tuple(np.percentile(clipped, (1.0, 99.8))))
+    chunked = da.from_array(clipped[None], chunks=(1, 64, 64))
+    assert percentile_range_dask(chunked, channel_axis=0)[0] == pytest.approx(
+        percentile_range(clipped), rel=1e-3
+    )
+
+
 def test_normalised_intensities_are_capped():
     out = normalize(np.array([0.0, 50.0, 100.0, 1000.0]), 0.0, 100.0)
     assert out.tolist() == [0.0, 0.5, 1.0, NORMALISED_CEILING]

@@ -190,6 +190,25 @@ def test_outlier_augmentation_labels_the_saturated_nuclei_it_paints():
     assert painted >= 10
 
 
+def test_overexposure_clips_the_brightest_nucleus_pixels_to_the_top_of_the_range():
+    from grunet.augment import overexpose
+
+    samples = real_train_samples(3)
+    for s in samples:
+        s.scale = 17.0 / s.diameter
+    opts = {"p_intensity": 0.0, "p_saturate": 1.0, "saturate_share": [0.2, 0.2]}
+    cfg = load_config(None, {"patch_size": 128, "augment": opts})
+    sampler = PatchSampler(samples, cfg, np.random.default_rng(3))
+    for _ in range(5):
+        image, labels = sampler.patch_with_labels()
+        if labels.any():
+            top = image == image.max()
+            assert image.max() == 1.0
+            assert top.sum() >= 0.15 * (labels > 0).sum()  # a flat plateau, not one pixel
+    flat = np.zeros((8, 8), np.float32)
+    assert overexpose(flat, np.ones((8, 8), int), 0.3) is flat  # nothing bright to clip
+
+
 def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
     """The glow augmentation (dim cell bodies) only brightens, only within its reach of a
     nucleus (at most 1.5 × 1.5 diameters beyond the off-centre nucleus), never far background;

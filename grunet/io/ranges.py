@@ -18,7 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from grunet.saturation import saturated_count
+from grunet.saturation import saturated_count, stands_apart
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
 DEFAULT_BINS = 65536
@@ -148,15 +148,23 @@ def percentile_from_histogram(
     """Percentiles from a histogram: exact for integer bins (``exact``), else within one bin.
 
     Mirrors ``numpy.percentile``'s default linear interpolation between order statistics. A
-    saturated plateau at the maximum is left out (it sits in the last non-empty bin).
+    saturated plateau at the maximum that stands apart from the rest is left out (it sits in
+    the last non-empty bin).
     """
     if stats.hist is None or stats.n == 0:
         raise ValueError("no finite values")
-    counts = stats.hist
     drop = saturated_count(stats.n, stats.n_at_max)
     if drop:
-        counts = counts.astype(np.int64)  # a copy: the stats stay as they were
+        counts = stats.hist.astype(np.int64)  # a copy: the stats stay as they were
         counts[np.flatnonzero(counts)[-1]] -= drop
+        rest = _percentiles(stats, counts, percentiles, exact, edges)
+        if stands_apart(rest[0], rest[-1], stats.max):
+            return rest
+    return _percentiles(stats, stats.hist, percentiles, exact, edges)
+
+
+def _percentiles(stats, counts, percentiles, exact, edges) -> list[float]:
+    """``percentiles`` of the values that ``counts`` (bins as in ``stats``) holds."""
     cumulative = np.cumsum(counts)
     n = int(cumulative[-1])
 
