@@ -13,10 +13,11 @@ two object scales:
 
 ``--outliers N`` paints N saturated nuclei (flat, 10x the image's upper percentile) onto the
 background of every image first and scores only the ordinary nuclei (predictions on a painted
-nucleus are dropped): the normalisation-outlier robustness of Issue 13.
+nucleus are dropped): the normalisation-outlier robustness of Issue 13. ``--overexpose P`` clips
+the brightest P % of every image's pixels to one value first, as an overexposed camera does.
 
     python benchmarks/quality_dsb2018.py [--model CKPT] [--scale both] [--outliers 3]
-        [--percentiles 1 99.8] [--split val] [--json OUT.json]
+        [--overexpose 1] [--percentiles 1 99.8] [--split val] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main() -> None:
     )
     parser.add_argument("--percentiles", type=float, nargs=2, default=None)
     parser.add_argument("--outliers", type=int, default=0, help="saturated nuclei per image")
+    parser.add_argument(
+        "--overexpose", type=float, default=0.0, help="clip the brightest this %% of pixels"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", help="write all metrics here")
@@ -99,7 +103,8 @@ def main() -> None:
     print(f"{len(ids)} {args.split} images of {root}; model {ckpt.path} ({ckpt.sha256[:12]})")
     print(
         f"segmentation thresholds {thresholds}; percentiles {percentiles}; D0 {d0:.2f} px; "
-        f"scales {scales}; outlier nuclei per image {args.outliers}"
+        f"scales {scales}; outlier nuclei per image {args.outliers}; "
+        f"brightest {args.overexpose} % clipped"
     )
     counts: dict[str, list] = {}
     seconds: dict[str, float] = {}
@@ -111,6 +116,8 @@ def main() -> None:
             image, painted = paint_outlier_nuclei(
                 image, truth, args.outliers, np.random.default_rng(n)
             )
+        if args.overexpose:
+            image = np.minimum(image, np.percentile(image, 100.0 - args.overexpose))
         norm = normalize(image, *percentile_range(image, percentiles))
         for scale in scales:
             start = time.time()
