@@ -14,7 +14,8 @@ two object scales:
 ``--outliers N`` paints N saturated nuclei (flat, 10x the image's upper percentile) onto the
 background of every image first and scores only the ordinary nuclei (predictions on a painted
 nucleus are dropped): the normalisation-outlier robustness of Issue 13. ``--overexpose P`` clips
-the brightest P % of every image's pixels to one value first, as an overexposed camera does.
+the brightest P % of every image's nucleus pixels (from its labels) to one value first, as an
+overexposed camera does.
 
     python benchmarks/quality_dsb2018.py [--model CKPT] [--scale both] [--outliers 3]
         [--overexpose 1] [--percentiles 1 99.8] [--split val] [--json OUT.json]
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--percentiles", type=float, nargs=2, default=None)
     parser.add_argument("--outliers", type=int, default=0, help="saturated nuclei per image")
     parser.add_argument(
-        "--overexpose", type=float, default=0.0, help="clip the brightest this %% of pixels"
+        "--overexpose", type=float, default=0.0, help="clip the brightest %% of nucleus pixels"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
@@ -104,7 +105,7 @@ def main() -> None:
     print(
         f"segmentation thresholds {thresholds}; percentiles {percentiles}; D0 {d0:.2f} px; "
         f"scales {scales}; outlier nuclei per image {args.outliers}; "
-        f"brightest {args.overexpose} % clipped"
+        f"brightest {args.overexpose} % of nucleus pixels clipped"
     )
     counts: dict[str, list] = {}
     seconds: dict[str, float] = {}
@@ -117,7 +118,8 @@ def main() -> None:
                 image, truth, args.outliers, np.random.default_rng(n)
             )
         if args.overexpose:
-            image = np.minimum(image, np.percentile(image, 100.0 - args.overexpose))
+            ceiling = np.percentile(image[truth > 0], 100.0 - args.overexpose)
+            image = np.minimum(image, ceiling)
         norm = normalize(image, *percentile_range(image, percentiles))
         for scale in scales:
             start = time.time()
