@@ -18,7 +18,7 @@ the brightest P % of every image's nucleus pixels (from its labels) to one value
 overexposed camera does.
 
     python benchmarks/quality_dsb2018.py [--model CKPT] [--scale both] [--outliers 3]
-        [--overexpose 1] [--percentiles 1 99.8] [--split val] [--json OUT.json]
+        [--overexpose 10] [--per-image] [--percentiles 1 99.8] [--split val] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--per-image", action="store_true", help="also print each image's F1@0.5, TP / FP / FN"
+    )
     parser.add_argument("--json", help="write all metrics here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -129,9 +132,14 @@ def main() -> None:
             if probs.shape[1:] != truth.shape:  # back to the image's grid, as grunet predicts
                 probs = resize(probs, (3, *truth.shape), order=1, preserve_range=True)
             pred = instances_from_probabilities(probs, **thresholds)
-            counts.setdefault(f"grunet_{scale}", []).append(
-                image_counts(truth, without_objects_on(pred, painted))
-            )
+            found = image_counts(truth, without_objects_on(pred, painted))
+            counts.setdefault(f"grunet_{scale}", []).append(found)
+            if args.per_image:  # a pooled figure can hide one image's flood of false objects
+                at = found["thresholds"][0.5]
+                print(
+                    f"  {i[:12]} {scale:6s} F1@.5 {summarize(found)['f1_50']:.3f}  "
+                    f"TP {at['tp']} FP {at['fp']} FN {at['fn']}"
+                )
             seconds[f"grunet_{scale}"] = seconds.get(f"grunet_{scale}", 0.0) + time.time() - start
         if not args.no_baseline:
             start = time.time()
