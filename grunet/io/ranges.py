@@ -93,9 +93,10 @@ def block_stats(
         values = block.ravel()
     stats.n = int(values.size)
     if values.size:
+        top = values.max()
         stats.min = float(values.min())
-        stats.max = float(values.max())
-        stats.n_at_max = int(np.count_nonzero(values == values.max()))
+        stats.max = float(top)
+        stats.n_at_max = int(np.count_nonzero(values == top))
     if exact_bins is not None and values.size:  # compact: only the block's own value range
         low = int(stats.min)
         if values.dtype.kind == "u":
