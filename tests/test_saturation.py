@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import tifffile
 from conftest import shared_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import grunet
 from grunet.augment import paint_outlier_nuclei
@@ -123,3 +125,23 @@ def test_val_f1_with_three_saturated_nuclei_per_image_drops_at_most_001(predicto
         painted.append(image_counts(truth, without_objects_on(found, blobs)))
     drop = summarize(clean)["f1_50"] - summarize(painted)["f1_50"]
     assert drop <= 0.01, (summarize(clean)["f1_50"], summarize(painted)["f1_50"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.uint8, np.uint16]),
+    st.integers(0, 400),  # pixels clipped to the plateau (0: none; up to ~1/3 of the image)
+    st.sampled_from([2, 40, 255]),  # plateau level above the rest's scale (255: saturated)
+    st.integers(7, 50),  # chunk side
+)
+def test_streamed_ranges_equal_in_memory_ranges_with_any_plateau(seed, dtype, n_flat, level, side):
+    """Integer stores: the histogram path gives exactly the in-memory range, whatever the
+    plateau's size (hot pixels, clipped nuclei, half the image) and the blocks it falls in."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 30, (33, 37)).astype(dtype)
+    top = int(level if dtype == np.uint8 else level * 200)
+    image.ravel()[rng.choice(image.size, n_flat, replace=False)] = top
+    chunked = da.from_array(image[None], chunks=(1, side, side))
+    streamed = percentile_range_dask(chunked, channel_axis=0)
+    assert streamed[0] == pytest.approx(percentile_range(image), abs=1e-9)
