@@ -139,12 +139,18 @@ def cli_seconds(tree: str, command: list[str]) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "grunet", *command], env=env,
+    # Run from inside the tree: ``python -m`` puts the working directory first on sys.path,
+    # ahead of PYTHONPATH, so started from another checkout it would import that one instead.
+    done = subprocess.run([sys.executable, "-m", "grunet", *command], env=env, cwd=tree,
                           capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: grunet {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    check = [sys.executable, "-c", "import grunet; print(grunet.__file__)"]
+    imported = subprocess.run(check, env=env, cwd=tree, capture_output=True, text=True).stdout
+    if not Path(imported.strip()).resolve().is_relative_to(Path(tree).resolve()):
+        raise SystemExit(f"{tree}: the child imported grunet from {imported.strip()}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return wall, cpu
 
