@@ -23,6 +23,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from grunet.memory import keep_large_buffers_off_heap
 from grunet.model import GRUUNet, preset
 from grunet.runtime import autocast_dtype, cpu_has_fast_bf16, prepare_model
 
@@ -97,7 +98,7 @@ def ablations(model: torch.nn.Module, size: int, repeats: int, rounds: int = 3) 
 
     from grunet.model import convgru, frdu, gruunet
 
-    def torch_upsample(x, factor):
+    def torch_upsample(x, factor, pool=None):
         return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
     @contextlib.contextmanager
@@ -122,6 +123,7 @@ def ablations(model: torch.nn.Module, size: int, repeats: int, rounds: int = 3) 
             lambda p: p,
         ),
         "- fused conv+add": (lambda: patched(convgru, "_HAS_FUSED_CONV", False), lambda p: p),
+        "- buffers handed on": (lambda: patched(gruunet, "uses_pool", lambda: False), lambda p: p),
         "- bf16 model (autocast)": (contextlib.nullcontext, autocast_instead),
     }  # fmt: skip
     cpu = torch.device("cpu")
@@ -159,7 +161,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also time the CPU fast path with each restructuring undone",
     )
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="glibc's default allocation (the commands map buffers >= 4 MiB one by one)",
+    )
     args = parser.parse_args(argv)
+    if not args.heap:
+        keep_large_buffers_off_heap()  # the memory policy of the grunet commands
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (others' jobs skew it)")

@@ -165,9 +165,10 @@ def test_fast_forward_equals_the_plain_equations_on_the_shipped_weights(
 
 
 @pytest.mark.parametrize("factor", [2, 4, 32])
-def test_fast_bilinear_upsampling_equals_torch_interpolate(factor):
+@pytest.mark.parametrize("size", [(3, 7), (1, 4)])  # edge rows clamped; a one-pixel axis
+def test_fast_bilinear_upsampling_equals_torch_interpolate(factor, size):
     torch.manual_seed(0)
-    x = torch.randn(2, 5, 3, 7).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 5, *size).contiguous(memory_format=torch.channels_last)
     expected = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
     with torch.inference_mode():
         got = upsample_bilinear(x, factor)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grunet.model.layers import BufferPool
+
 
 class ConvGRU(nn.Module):
     """h' = (1-z)⊙h + z⊙LReLU(W_x*x + W_h*(r⊙h)), z and r sigmoid gates; 3×3 convs.
@@ -24,7 +26,9 @@ class ConvGRU(nn.Module):
         self.candidate_h = nn.Conv2d(hidden, hidden, 3, padding=1, bias=False)  # W_h
         self.slope = slope
 
-    def forward(self, gx: Sequence[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, gx: Sequence[torch.Tensor], h: torch.Tensor, pool: BufferPool | None = None
+    ) -> torch.Tensor:
         # gx: the input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W), consumed (their
         # memory is reused in inference); h: (B, c_h, H, W)
         xz, xr, xc = gx
@@ -35,7 +39,12 @@ class ConvGRU(nn.Module):
         rh = r.mul_(h) if inference else r * h
         candidate = conv3x3_add(rh, self.candidate_h.weight, xc)
         candidate = F.leaky_relu(candidate, self.slope, inplace=inference)
-        return torch.lerp(h, candidate, z)  # (1-z)·h + z·candidate
+        if not inference:
+            return torch.lerp(h, candidate, z)  # (1-z)·h + z·candidate
+        new_h = torch.lerp(h, candidate, z, out=candidate)  # element by element: safe in place
+        if pool is not None:
+            pool.give(z, rh)
+        return new_h
 
 
 def conv3x3_add(x: torch.Tensor, weight: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grunet.model.convgru import ConvGRU
-from grunet.model.layers import ConvNormAct, norm_layer, upsample_bilinear
+from grunet.model.layers import BufferPool, ConvNormAct, norm_layer, upsample_bilinear
 
 
 class DenseLayer(nn.Module):
@@ -64,9 +64,11 @@ class FRDU(nn.Module):
         self.gates_x = nn.Conv2d(cfg.hidden, 3 * cfg.hidden, 3, padding=1)  # W_xz, W_xr, W_x
         self.gru = ConvGRU(cfg.hidden, cfg.negative_slope)
 
-    def forward(self, o: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, o: torch.Tensor, h: torch.Tensor, pool: BufferPool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h_low = F.max_pool2d(h, self.factor)  # (B, c_h, H/f, W/f)
         o = self.transition(self.dense(self.fuse(torch.cat([o, h_low], dim=1))))  # (B, w, H/f, W/f)
         gx = self.gates_x(self.to_hidden(o))  # (B, 3 c_h, H/f, W/f): W_xz*x, W_xr*x, W_x*x
-        gx = [upsample_bilinear(g, self.factor) for g in gx.chunk(3, dim=1)]  # dense parts
-        return o, self.gru(gx, h)  # 3 × (B, c_h, H, W), (B, c_h, H, W) -> h': (B, c_h, H, W)
+        gx = [upsample_bilinear(g, self.factor, pool) for g in gx.chunk(3, dim=1)]  # dense parts
+        return o, self.gru(gx, h, pool)  # 3 × (B, c_h, H, W), (B, c_h, H, W) -> h' (B, c_h, H, W)

@@ -8,7 +8,13 @@ from torch import nn
 
 from grunet.model.config import GRUUNetConfig
 from grunet.model.frdu import FRDU
-from grunet.model.layers import ConvNormAct, norm_layer, upsample_bilinear
+from grunet.model.layers import (
+    BufferPool,
+    ConvNormAct,
+    norm_layer,
+    upsample_bilinear,
+    uses_pool,
+)
 
 
 class ResidualHead(nn.Module):
@@ -58,14 +64,23 @@ class GRUUNet(nn.Module):
         x = pad_to_multiple(x, self.cfg.stride)
         h = self.stem(x)  # (B, c_h, H, W): h_0
         o = F.max_pool2d(h, 2)  # (B, c_h, H/2, W/2)
+        pool = BufferPool() if uses_pool() else None  # inference: units hand on their buffers
         for i, unit in enumerate(self.encoder):
             if i > 0:
                 o = F.max_pool2d(o, 2)
-            o, h = unit(o, h)
+            o, h = _unit_step(unit, o, h, pool)
         for unit in self.decoder:
             o = upsample_bilinear(o, 2)
-            o, h = unit(o, h)
+            o, h = _unit_step(unit, o, h, pool)
         return self.head(h)[..., :height, :width]  # (B, classes, H, W)
+
+
+def _unit_step(unit: FRDU, o: torch.Tensor, h: torch.Tensor, pool: BufferPool | None):
+    """One FRDU; in inference the old state goes back to ``pool`` (nothing reads it after)."""
+    o, new_h = unit(o, h, pool)
+    if pool is not None:
+        pool.give(h)
+    return o, new_h
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

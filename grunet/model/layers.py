@@ -28,35 +28,81 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-def upsample_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
+class BufferPool:
+    """Full-resolution buffers of one inference forward pass, handed on from unit to unit.
+
+    Every FRDU needs a few full-resolution tensors (the upsampled GRU input terms, the new
+    state h) for as long as the previous unit's became free. Reusing those instead of
+    allocating new ones keeps fresh pages out of the forward: buffers of 4 MiB and more are
+    mapped one by one (:mod:`grunet.memory`), and faulting in a new mapping costs the kernel
+    a page fault and a zero fill per page, about a quarter of a CPU forward's time.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A channels-last ``(B, C, H, W)`` buffer (uninitialised) of ``like``'s dtype/device."""
+        free = self._free.get((tuple(shape), like.dtype, like.device))
+        if free:
+            return free.pop()
+        return torch.empty(
+            shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last
+        )
+
+    def give(self, *tensors: torch.Tensor) -> None:
+        """Return tensors nothing reads any more; views and other layouts are left to torch."""
+        for t in tensors:
+            if (
+                t._base is None
+                and t.dim() == 4
+                and t.is_contiguous(memory_format=torch.channels_last)
+            ):
+                self._free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
+
+
+def uses_pool() -> bool:
+    """Whether this forward may reuse buffers: inference, eager (autograd and
+    torch.compile manage their own memory)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def upsample_bilinear(x: torch.Tensor, factor: int, pool: BufferPool | None = None) -> torch.Tensor:
     """``F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)``.
 
-    For channels-last tensors in inference it is computed as 2·factor ``lerp`` calls per axis,
-    each writing one output phase (every factor-th row or column) through a strided view: on
-    CPUs 3-6× faster than torch's kernel for the narrow (c_h = 12) bf16 channels-last tensors
-    of the GRU inputs, whose channel counts are too small for its vectorised path. Same
-    numbers up to rounding; training and torch.compile use torch's kernel.
+    For channels-last tensors in inference it is computed as ``factor`` ``lerp`` calls per
+    axis, each writing one output phase (every factor-th row or column) through a strided
+    view: on CPUs 3-6× faster than torch's kernel for the narrow (c_h = 12) bf16
+    channels-last tensors of the GRU inputs, whose channel counts are too small for its
+    vectorised path. Same numbers up to rounding; training and torch.compile use torch's
+    kernel. With ``pool`` the result and the intermediate come from (and the intermediate
+    goes back to) the pool.
     """
     channels_last = x.stride(1) == 1 and x.shape[1] > 1  # also channel slices of such tensors
-    if factor == 1 or not channels_last or torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if factor == 1 or not channels_last or not uses_pool():
         return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    t = x.permute(0, 2, 3, 1)  # (B, h, w, C)
-    t = _upsample_axis(_upsample_axis(t, factor, 2), factor, 1)  # (B, H, W, C)
-    return t.permute(0, 3, 1, 2)  # (B, C, H, W) channels-last
+    pool = BufferPool() if pool is None else pool
+    b, c, h, w = x.shape
+    wide = pool.take((b, c, h, w * factor), x)  # (B, C, h, W)
+    out = pool.take((b, c, h * factor, w * factor), x)  # (B, C, H, W)
+    t = x.permute(0, 2, 3, 1)  # (B, h, w, C): dense for channels-last storage
+    _upsample_axis(t, factor, 2, wide.permute(0, 2, 3, 1))
+    _upsample_axis(wide.permute(0, 2, 3, 1), factor, 1, out.permute(0, 2, 3, 1))
+    pool.give(wide)
+    return out  # (B, C, H, W) channels-last
 
 
-def _upsample_axis(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
-    """Linear upsampling of one axis of a dense tensor (half-pixel centres, edges clamped)."""
+def _upsample_axis(x: torch.Tensor, factor: int, dim: int, out: torch.Tensor) -> None:
+    """Linear upsampling of one axis into ``out`` (half-pixel centres, edges clamped)."""
     n = x.shape[dim]
-    padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)  # (n + 2)
-    shape = list(x.shape)
-    shape[dim] = n * factor
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
     phases = out.unflatten(dim, (n, factor))
     for k in range(factor):
-        # output f·j + k samples the input at j + (k + 0.5)/f - 0.5 (padded index + 1)
+        # output f·j + k samples the input at j + s, s = (k + 0.5)/f - 0.5 in (-0.5, 0.5)
         s = (k + 0.5) / factor - 0.5
-        start, weight = (0, s + 1.0) if s < 0 else (1, s)
-        lo, hi = padded.narrow(dim, start, n), padded.narrow(dim, start + 1, n)
-        torch.lerp(lo, hi, weight, out=phases.select(dim + 1, k))
-    return out
+        phase = phases.select(dim + 1, k)
+        edge = 0 if s < 0 else n - 1  # the output row whose neighbour lies outside: clamped
+        if n > 1:
+            inner = phase.narrow(dim, 1 if s < 0 else 0, n - 1)
+            torch.lerp(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1), s + 1.0 if s < 0 else s,
+                       out=inner)  # fmt: skip
+        phase.narrow(dim, edge, 1).copy_(x.narrow(dim, edge, 1))
