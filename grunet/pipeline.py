@@ -70,7 +70,7 @@ def run_pipeline(
     from grunet.io import open_store
     from grunet.io.convert import convert
     from grunet.measure import measure_store
-    from grunet.memory import release_memory
+    from grunet.memory import collect_only_new_objects, release_memory
     from grunet.predict import Predictor, predict_store, select_channels, store_scale
     from grunet.segmentation import segment_store
 
@@ -80,70 +80,73 @@ def run_pipeline(
     counts = outdir / "counts.csv"
     check_output_free(counts, overwrite)
     predictor = Predictor.from_checkpoint(model, device=device)
-    if predictor.semantic:
-        check_output_free(outdir / CLASS_AREAS, overwrite)
-        refuse_object_scale(predictor, diameter, diameter_um)
-    stores = convert(inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress)
-    for store in stores:  # every input checked before hours of work
-        select_channels(channels, store_channel_names(store), store, predictor)
-        if not predictor.semantic and (diameter is not None or diameter_um is not None):
-            store_scale(predictor, open_store(store), store, [], diameter, diameter_um, False)
-    if predictor.semantic:
-        return _run_semantic(
-            stores,
-            outdir,
-            predictor,
-            channels=channels,
-            tile=tile,
-            batch_size=batch_size,
-            keep_probabilities=keep_probabilities,
-            overwrite=overwrite,
-            progress=progress,
+    with collect_only_new_objects():  # modules and model: no collection walks them again
+        if predictor.semantic:
+            check_output_free(outdir / CLASS_AREAS, overwrite)
+            refuse_object_scale(predictor, diameter, diameter_um)
+        stores = convert(
+            inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress
         )
-    tables = []
-    for store in stores:
-        stem = store.name[: -len(".ome.zarr")]
-        probs = outdir / f"{stem}.probs.zarr"
-        three_d = use_3d(mode, open_store(store).shape[2])
-        if three_d:
-            from grunet.predict3d import predict_store_3d
-
-            predict_store_3d(
-                store,
-                probs,
-                model=predictor,
-                anisotropy=anisotropy,
-                channels=channels,
-                batch_size=batch_size,
-                diameter=diameter,
-                diameter_um=diameter_um,
-                overwrite=True,
-                progress=progress,
-            )
-        else:
-            predict_store(
-                store,
-                probs,
-                model=predictor,
+        for store in stores:  # every input checked before hours of work
+            select_channels(channels, store_channel_names(store), store, predictor)
+            if not predictor.semantic and (diameter is not None or diameter_um is not None):
+                store_scale(predictor, open_store(store), store, [], diameter, diameter_um, False)
+        if predictor.semantic:
+            return _run_semantic(
+                stores,
+                outdir,
+                predictor,
                 channels=channels,
                 tile=tile,
                 batch_size=batch_size,
-                diameter=diameter,
-                diameter_um=diameter_um,
-                overwrite=True,
+                keep_probabilities=keep_probabilities,
+                overwrite=overwrite,
                 progress=progress,
             )
-        release_memory()  # each stage's freed buffers go back before the next one starts
-        segment_store(probs, store, overwrite=overwrite, three_d=three_d, progress=progress)
-        release_memory()
-        if not keep_probabilities:
-            remove_path(probs)
-        table = outdir / "cells" / f"{stem}.parquet"
-        tables.append(
-            measure_store(store, table, sample=stem, overwrite=overwrite, progress=progress)
-        )
-        release_memory()
-    return count_files(tables, counts, overwrite=overwrite)
+        tables = []
+        for store in stores:
+            stem = store.name[: -len(".ome.zarr")]
+            probs = outdir / f"{stem}.probs.zarr"
+            three_d = use_3d(mode, open_store(store).shape[2])
+            if three_d:
+                from grunet.predict3d import predict_store_3d
+
+                predict_store_3d(
+                    store,
+                    probs,
+                    model=predictor,
+                    anisotropy=anisotropy,
+                    channels=channels,
+                    batch_size=batch_size,
+                    diameter=diameter,
+                    diameter_um=diameter_um,
+                    overwrite=True,
+                    progress=progress,
+                )
+            else:
+                predict_store(
+                    store,
+                    probs,
+                    model=predictor,
+                    channels=channels,
+                    tile=tile,
+                    batch_size=batch_size,
+                    diameter=diameter,
+                    diameter_um=diameter_um,
+                    overwrite=True,
+                    progress=progress,
+                )
+            release_memory()  # each stage's freed buffers go back before the next one starts
+            segment_store(probs, store, overwrite=overwrite, three_d=three_d, progress=progress)
+            release_memory()
+            if not keep_probabilities:
+                remove_path(probs)
+            table = outdir / "cells" / f"{stem}.parquet"
+            tables.append(
+                measure_store(store, table, sample=stem, overwrite=overwrite, progress=progress)
+            )
+            release_memory()
+        return count_files(tables, counts, overwrite=overwrite)
 
 
 def _run_semantic(

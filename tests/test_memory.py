@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grunet.memory import release_memory
+from grunet.memory import collect_only_new_objects, release_memory
 
 
 def _rss_mib() -> float:
@@ -69,3 +69,33 @@ def test_freed_large_buffers_leave_the_process_at_once():
         pytest.skip("not glibc: mallopt is unavailable")
     baseline = freed("default")
     assert freed("set") > 90, f"freed buffers still resident (glibc's default: {baseline:.0f} MiB)"
+
+
+def test_collections_in_a_run_skip_older_objects_and_still_free_every_cycle():
+    """`grunet run` freezes what exists when its stages start (modules, the model): the
+    collections between stages skip it, garbage made during the run is freed as usual, and
+    what was frozen and died meanwhile is freed once the run ends."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def garbage_cycle() -> weakref.ref:
+        node = Node()
+        node.me = node
+        return weakref.ref(node)
+
+    old = Node()
+    old.me = old
+    old_ref = weakref.ref(old)
+    with collect_only_new_objects():
+        assert gc.get_freeze_count() > 0
+        new_ref = garbage_cycle()
+        del old
+        gc.collect()
+        assert new_ref() is None
+        assert old_ref() is not None
+    gc.collect()
+    assert old_ref() is None
+    assert gc.get_freeze_count() == 0
