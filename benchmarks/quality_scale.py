@@ -23,25 +23,10 @@ import torch
 
 import grunet
 from grunet.evaluate import image_counts, jsonable, summarize
-from grunet.preprocess import normalize_channels
-from grunet.scale import estimate_diameter, resample, scaled_shape
+from grunet.preprocess import median_diameter, normalize_channels
+from grunet.scale import estimate_diameter, resized_annotated
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_fluo"
-
-
-def label_diameter(labels: np.ndarray) -> float:
-    areas = np.bincount(labels.ravel())[1:]
-    return float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
-
-
-def resized(image: np.ndarray, labels: np.ndarray, factor: float):
-    if factor == 1:
-        return image.astype(np.float32), labels
-    shape = scaled_shape(image.shape, factor)
-    out = resample(image[None].astype(np.float32), image.shape, shape)[0]
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) / factor).astype(int), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) / factor).astype(int), labels.shape[1] - 1)
-    return out, labels[rows][:, cols]
 
 
 def main() -> None:
@@ -66,12 +51,12 @@ def main() -> None:
         counts = {"auto": [], "true": [], "none": []}
         ratios, started = [], time.perf_counter()
         for image_id in ids:
-            image, labels = resized(
+            image, labels = resized_annotated(
                 tifffile.imread(root / "images" / f"{image_id}.tif"),
                 tifffile.imread(root / "labels" / f"{image_id}.tif"),
                 factor,
             )
-            truth = label_diameter(labels)
+            truth = median_diameter(labels)
             found = estimate_diameter(model, [normalize_channels(image[None])]).diameter
             ratios.append(np.nan if found is None else found / truth)
             for mode, diameter in (("auto", found or d0), ("true", truth), ("none", d0)):

@@ -16,8 +16,15 @@ import grunet
 from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint
 from grunet.evaluate import evaluate_labels
 from grunet.predict import Predictor, predict_store
-from grunet.preprocess import normalize_channels
-from grunet.scale import estimate_diameter, resample, resolve_scale, scaled_shape, support
+from grunet.preprocess import median_diameter, normalize_channels
+from grunet.scale import (
+    estimate_diameter,
+    resample,
+    resized_annotated,
+    resolve_scale,
+    scaled_shape,
+    support,
+)
 from grunet.segmentation import SegmentOptions, segment_plane
 
 pytestmark = [
@@ -29,23 +36,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     return Predictor.from_checkpoint(load_checkpoint(), device="cpu", compile=False)
-
-
-def label_diameter(labels: np.ndarray) -> float:
-    """Median equivalent diameter 2·sqrt(area/π) of the cells of a label image."""
-    areas = np.bincount(labels.ravel())[1:]
-    return float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
-
-
-def resized_pair(image: np.ndarray, labels: np.ndarray, factor: float):
-    """An image resized by ``factor`` (linear, antialiased) and its labels (nearest neighbour)."""
-    if factor == 1:
-        return image, labels
-    shape = scaled_shape(image.shape, factor)
-    out = resample(image[None].astype(np.float32), image.shape, shape)[0]
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) / factor).astype(int), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) / factor).astype(int), labels.shape[1] - 1)
-    return out, labels[rows][:, cols]
 
 
 def val_pair(name: str):
@@ -101,9 +91,9 @@ def test_estimated_diameter_of_large_nuclei_is_within_15_percent_at_every_scale(
     This is the telling failure of a naive estimator: at native scale the model cuts such nuclei
     into model-sized fragments, so "the median size of what the model finds" says "already right".
     """
-    image, labels = resized_pair(*val_pair("4948e3df"), factor)
+    image, labels = resized_annotated(*val_pair("4948e3df"), factor)
     estimate = estimate_diameter(predictor, [normalize_channels(image[None])])
-    truth = label_diameter(labels)
+    truth = median_diameter(labels)
     assert estimate.diameter == pytest.approx(truth, rel=0.15), (estimate, truth)
 
 
@@ -124,13 +114,13 @@ def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, fa
     manifest = pd.read_csv(root / "manifest.csv")
     ratios = []
     for image_id in manifest[manifest.split == "val"].id:
-        image, labels = resized_pair(
+        image, labels = resized_annotated(
             tifffile.imread(root / "images" / f"{image_id}.tif"),
             tifffile.imread(root / "labels" / f"{image_id}.tif"),
             factor,
         )
         found = estimate_diameter(predictor, [normalize_channels(image[None])]).diameter
-        ratios.append(np.nan if found is None else found / label_diameter(labels))
+        ratios.append(np.nan if found is None else found / median_diameter(labels))
     ratios = np.array(ratios)
     assert abs(np.nanmedian(ratios) - 1) <= 0.15, ratios
     assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.65, ratios
@@ -284,8 +274,8 @@ def test_tiled_probabilities_match_whole_image_at_a_scale(
 @pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
 def test_labels_are_on_the_image_grid_where_the_nuclei_are(predictor, factor):
     """Val image 86f9087e (48 px nuclei) resized: labels keep its shape and match its nuclei."""
-    image, labels = resized_pair(*val_pair("86f9087e"), factor)
-    found = grunet.segment(image, predictor, diameter=label_diameter(labels))
+    image, labels = resized_annotated(*val_pair("86f9087e"), factor)
+    found = grunet.segment(image, predictor, diameter=median_diameter(labels))
     assert found.shape == image.shape and found.dtype == np.uint32
     assert evaluate_labels(labels, found)["f1_50"] >= 0.8
 
