@@ -108,34 +108,21 @@ def run_pipeline(
             stem = store.name[: -len(".ome.zarr")]
             probs = outdir / f"{stem}.probs.zarr"
             three_d = use_3d(mode, open_store(store).shape[2])
+            options = dict(
+                model=predictor,
+                channels=channels,
+                batch_size=batch_size,
+                diameter=diameter,
+                diameter_um=diameter_um,
+                overwrite=True,
+                progress=progress,
+            )
             if three_d:
                 from grunet.predict3d import predict_store_3d
 
-                predict_store_3d(
-                    store,
-                    probs,
-                    model=predictor,
-                    anisotropy=anisotropy,
-                    channels=channels,
-                    batch_size=batch_size,
-                    diameter=diameter,
-                    diameter_um=diameter_um,
-                    overwrite=True,
-                    progress=progress,
-                )
+                predict_store_3d(store, probs, anisotropy=anisotropy, **options)
             else:
-                predict_store(
-                    store,
-                    probs,
-                    model=predictor,
-                    channels=channels,
-                    tile=tile,
-                    batch_size=batch_size,
-                    diameter=diameter,
-                    diameter_um=diameter_um,
-                    overwrite=True,
-                    progress=progress,
-                )
+                predict_store(store, probs, tile=tile, **options)
             release_memory()  # each stage's freed buffers go back before the next one starts
             segment_store(probs, store, overwrite=overwrite, three_d=three_d, progress=progress)
             release_memory()
