@@ -14,7 +14,8 @@ from grunet.model.layers import BufferPool
 class ConvGRU(nn.Module):
     """h' = (1-z)⊙h + z⊙LReLU(W_x*x + W_h*(r⊙h)), z and r sigmoid gates; 3×3 convs.
 
-    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (3 × c_h channels): x is
+    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (3 × c_h channels, the
+    two gates' together and the candidate's): x is
     a bilinear upsampling of a low-resolution projection, so the FRDU applies W_x* there, at
     1/4^s of the cost, and upsamples the result. At full resolution only the recurrent convs
     on h remain, which is where a naive implementation spends ~94% of its FLOPs.
@@ -29,21 +30,22 @@ class ConvGRU(nn.Module):
     def forward(
         self, gx: Sequence[torch.Tensor], h: torch.Tensor, pool: BufferPool | None = None
     ) -> torch.Tensor:
-        # gx: the input terms (W_xz*x, W_xr*x, W_x*x), each (B, c_h, H, W), consumed (their
-        # memory is reused in inference); h: (B, c_h, H, W)
-        xz, xr, xc = gx
-        w_hz, w_hr = self.gates_h.weight.chunk(2)
-        z = conv3x3_add(h, w_hz, xz).sigmoid_()
-        r = conv3x3_add(h, w_hr, xr).sigmoid_()
+        # gx: the input terms (W_xz*x ‖ W_xr*x, W_x*x), (B, 2 c_h, H, W) and (B, c_h, H, W),
+        # consumed (their memory is reused in inference); h: (B, c_h, H, W)
+        x_zr, x_c = gx
+        # both gates in one conv: one pass over h, 2 c_h output channels fill the CPU's vectors
+        zr = conv3x3_add(h, self.gates_h.weight, x_zr).sigmoid_()
+        z, r = zr.chunk(2, dim=1)
         inference = not torch.is_grad_enabled()  # in place only where autograd needs nothing
-        rh = r.mul_(h) if inference else r * h
-        candidate = conv3x3_add(rh, self.candidate_h.weight, xc)
+        reuse = inference and pool is not None  # r⊙h dense in a spent buffer: the conv's input
+        rh = torch.mul(r, h, out=pool.take(h.shape, h)) if reuse else r * h
+        candidate = conv3x3_add(rh, self.candidate_h.weight, x_c)
         candidate = F.leaky_relu(candidate, self.slope, inplace=inference)
         if not inference:
             return torch.lerp(h, candidate, z)  # (1-z)·h + z·candidate
         new_h = torch.lerp(h, candidate, z, out=candidate)  # element by element: safe in place
         if pool is not None:
-            pool.give(z, rh)
+            pool.give(zr, rh)
         return new_h
 
 

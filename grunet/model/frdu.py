@@ -70,5 +70,8 @@ class FRDU(nn.Module):
         h_low = F.max_pool2d(h, self.factor)  # (B, c_h, H/f, W/f)
         o = self.transition(self.dense(self.fuse(torch.cat([o, h_low], dim=1))))  # (B, w, H/f, W/f)
         gx = self.gates_x(self.to_hidden(o))  # (B, 3 c_h, H/f, W/f): W_xz*x, W_xr*x, W_x*x
-        gx = [upsample_bilinear(g, self.factor, pool) for g in gx.chunk(3, dim=1)]  # dense parts
-        return o, self.gru(gx, h, pool)  # 3 × (B, c_h, H, W), (B, c_h, H, W) -> h' (B, c_h, H, W)
+        c_h = gx.shape[1] // 3
+        gx = [  # the gates' terms together, the candidate's alone: dense at full resolution
+            upsample_bilinear(g, self.factor, pool) for g in gx.split([2 * c_h, c_h], dim=1)
+        ]
+        return o, self.gru(gx, h, pool)  # (B, 2 c_h | c_h, H, W), h (B, c_h, H, W) -> h'
