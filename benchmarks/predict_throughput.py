@@ -103,11 +103,14 @@ def raw_forward_mpix(ckpt: Path, store: Path, tile: int, device: str) -> tuple[f
 
 
 def run_predict(store: Path, out: Path, ckpt: Path, args) -> float:
-    from grunet.predict import predict_store
+    from grunet.predict import Predictor, predict_store
 
+    # the model's own diameter: factor 1, the same pixels as the raw forward (no estimate)
+    d0 = Predictor.from_checkpoint(ckpt, device="cpu").object_diameter
     start = time.perf_counter()
     predict_store(store, out, model=ckpt, tile=args.tile, halo=args.halo, device=args.device,
-                  threads=args.threads, compile=False, overwrite=True, progress=False)  # fmt: skip
+                  threads=args.threads, compile=False, overwrite=True, progress=False,
+                  diameter=d0)  # fmt: skip
     return time.perf_counter() - start
 
 

@@ -998,6 +998,13 @@ def _normalization_attrs(norm) -> dict:
     return {"normalization_ranges": [list(r) for r in norm]}
 
 
+def as_float16(probs: np.ndarray) -> np.ndarray:
+    """``probs.astype(np.float16)`` (same rounding) through torch's vectorised conversion:
+    numpy converts element by element, 3-5x slower (23 vs 5-9 ms per 1024² block of 3
+    classes), which showed as 4 % of predicting a plane."""
+    return torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).half().numpy()
+
+
 def _fresh_blocks(layout: list[Block], plane) -> list[Block]:
     return [Block(plane, b.y0, b.y1, b.x0, b.x1, b.windows, out_box=b.out_box) for b in layout]
 
@@ -1056,7 +1063,7 @@ def _predict_local(
             if failure:
                 break
             box, probs = _unscale(b, probs, shape, factor)
-            item = ((*b.plane, *box), probs.astype(np.float16))
+            item = ((*b.plane, *box), as_float16(probs))
             if inline:
                 store(item)
             else:
@@ -1096,7 +1103,7 @@ def _predict_block_task(
     for done, probs in predictor.run_blocks(iter([block]), lambda _: network_shape, prefetch=1):
         t, z = done.plane
         (y0, y1, x0, x1), probs = _unscale(done, probs, shape, factor)
-        target[t, :, z, y0:y1, x0:x1] = probs.astype(np.float16)
+        target[t, :, z, y0:y1, x0:x1] = as_float16(probs)
     return windows
 
 

@@ -408,6 +408,7 @@ def predict_store_3d(
         _as_predictor,
         _image_array,
         _store_ranges,
+        as_float16,
         check_positive,
         select_channels,
     )
@@ -468,7 +469,7 @@ def predict_store_3d(
         with bar:
             for t in range(n_t):
                 for b, probs in iter_boxes(predictor, reader(t), geo, boxes, views, combine):
-                    target[t, :, b[0] : b[1], b[2] : b[3], b[4] : b[5]] = probs.astype(np.float16)
+                    target[t, :, b[0] : b[1], b[2] : b[3], b[4] : b[5]] = as_float16(probs)
                     bar.update(1)
         group.attrs["grunet"] = {**attrs, **predictor.describe()}
     return out_path

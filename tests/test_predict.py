@@ -243,3 +243,17 @@ def test_small_planes_of_a_stack_share_forward_passes_and_match_one_at_a_time(
         raw = np.asarray(stack.data[0, :, z])
         expected = predictor.predict_plane(normalize_channels(raw, stack.normalization_ranges))
         np.testing.assert_allclose(probs[:, z], expected, atol=2e-3)
+
+
+def test_float16_probabilities_round_as_numpy_does():
+    """The stored float16 probabilities are numpy's rounding (nearest, ties to even) of the
+    float32 ones, also for values between two float16 numbers and at the ends of [0, 1]."""
+    from grunet.predict import as_float16
+
+    rng = np.random.default_rng(0)
+    values = rng.random((3, 67, 45), dtype=np.float32)
+    values[0, 0, :4] = [0.0, 1.0, 6e-8, 1.0 - 2**-12]
+    halfway = (np.float32(np.float16(0.5)) + np.float32(np.float16(0.5) + np.float16(2**-11))) / 2
+    values[0, 1, 0] = halfway  # a tie
+    assert np.array_equal(as_float16(values), values.astype(np.float16))
+    assert as_float16(values).dtype == np.float16
