@@ -51,6 +51,7 @@ from scipy.sparse.csgraph import connected_components
 
 from grunet.atomic import check_output_free, remove_abandoned_temporaries, temporary_sibling
 from grunet.errors import InputError
+from grunet.npyfile import open_npy
 from grunet.parallel import in_order
 
 UINT32_MAX = np.iinfo(np.uint32).max
@@ -319,7 +320,7 @@ class _Scratch:
     def get(self, key, name: str, region=(Ellipsis,)) -> np.ndarray:
         if self._memory is not None:
             return self._memory[key, name][region]
-        mapped = np.load(self._path(key, name), mmap_mode="r")
+        mapped = open_npy(self._path(key, name))
         out = np.array(mapped[region])
         del mapped
         return out

@@ -48,6 +48,7 @@ from grunet.io.stack import (
     parse_axes,
     to_tczyx,
 )
+from grunet.npyfile import open_npy
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".lsm", ".stk")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")  # photographs / RGB scenes: read whole
@@ -645,7 +646,7 @@ def read_zarr(path: Path, axes: str | None = None) -> ImageStack:
 # --------------------------------------------------------------------------------------- npy
 def read_npy(path: str, axes: str | None = None) -> ImageStack:
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = open_npy(path, allow_pickle=False)
     except Exception as err:
         raise InputError(path, f"not a readable .npy file ({type(err).__name__}: {err})") from None
     shape = tuple(int(n) for n in array.shape)
