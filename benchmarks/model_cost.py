@@ -123,7 +123,8 @@ def ablations(model: torch.nn.Module, size: int, repeats: int, rounds: int = 3) 
             lambda p: p,
         ),
         "- fused conv+add": (lambda: patched(convgru, "_HAS_FUSED_CONV", False), lambda p: p),
-        "- buffers handed on": (lambda: patched(gruunet, "uses_pool", lambda: False), lambda p: p),
+        "- buffers handed on": (lambda: patched(gruunet, "eager_inference", lambda: False),
+                                lambda p: p),
         "- bf16 model (autocast)": (contextlib.nullcontext, autocast_instead),
     }  # fmt: skip
     cpu = torch.device("cpu")

@@ -14,10 +14,10 @@ from grunet.model.layers import BufferPool
 class ConvGRU(nn.Module):
     """h' = (1-z)⊙h + z⊙LReLU(W_x*x + W_h*(r⊙h)), z and r sigmoid gates; 3×3 convs.
 
-    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (3 × c_h channels, the
-    two gates' together and the candidate's): x is
-    a bilinear upsampling of a low-resolution projection, so the FRDU applies W_x* there, at
-    1/4^s of the cost, and upsamples the result. At full resolution only the recurrent convs
+    The input terms W_xz*x, W_xr*x, W_x*x arrive precomputed as ``gx`` (the two gates' terms
+    together, 2 c_h channels, then the candidate's, c_h): x is a bilinear upsampling of a
+    low-resolution projection, so the FRDU applies W_x* there, at 1/4^s of the cost, and
+    upsamples the result. At full resolution only the recurrent convs
     on h remain, which is where a naive implementation spends ~94% of its FLOPs.
     """
 

@@ -11,9 +11,9 @@ from grunet.model.frdu import FRDU
 from grunet.model.layers import (
     BufferPool,
     ConvNormAct,
+    eager_inference,
     norm_layer,
     upsample_bilinear,
-    uses_pool,
 )
 
 
@@ -64,7 +64,7 @@ class GRUUNet(nn.Module):
         x = pad_to_multiple(x, self.cfg.stride)
         h = self.stem(x)  # (B, c_h, H, W): h_0
         o = F.max_pool2d(h, 2)  # (B, c_h, H/2, W/2)
-        pool = BufferPool() if uses_pool() else None  # inference: units hand on their buffers
+        pool = BufferPool() if eager_inference() else None  # inference: units hand on their buffers
         for i, unit in enumerate(self.encoder):
             if i > 0:
                 o = F.max_pool2d(o, 2)

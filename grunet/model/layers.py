@@ -35,7 +35,8 @@ class BufferPool:
     state h) for as long as the previous unit's became free. Reusing those instead of
     allocating new ones keeps fresh pages out of the forward: buffers of 4 MiB and more are
     mapped one by one (:mod:`grunet.memory`), and faulting in a new mapping costs the kernel
-    a page fault and a zero fill per page, about a quarter of a CPU forward's time.
+    a page fault and a zero fill per page (1088² forward: 107k page faults without the pool,
+    48k with it; about 10 % of the forward's CPU time).
     """
 
     def __init__(self) -> None:
@@ -61,9 +62,10 @@ class BufferPool:
                 self._free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
 
 
-def uses_pool() -> bool:
-    """Whether this forward may reuse buffers: inference, eager (autograd and
-    torch.compile manage their own memory)."""
+def eager_inference() -> bool:
+    """Whether the hand-written inference paths apply (lerp upsampling, buffers handed on):
+    no autograd, which needs the plain ops and its own tensors, and not inside torch.compile,
+    which fuses and plans memory itself."""
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
@@ -79,7 +81,7 @@ def upsample_bilinear(x: torch.Tensor, factor: int, pool: BufferPool | None = No
     goes back to) the pool.
     """
     channels_last = x.stride(1) == 1 and x.shape[1] > 1  # also channel slices of such tensors
-    if factor == 1 or not channels_last or not uses_pool():
+    if factor == 1 or not channels_last or not eager_inference():
         return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
     pool = BufferPool() if pool is None else pool
     b, c, h, w = x.shape
