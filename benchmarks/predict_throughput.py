@@ -142,16 +142,31 @@ def rss_child(store: str, ckpt: str, tile: int, halo: int, threads: int) -> None
     print(json.dumps({"peak_rss_mib": peak, "seconds": time.perf_counter() - start}))
 
 
+def _tree_env(tree: str) -> dict:
+    """Environment of a child importing ``tree``'s grunet (run it with ``cwd=tree``)."""
+    import os
+
+    return dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+
+
+def check_imports_tree(tree: str) -> None:
+    """Stop unless a child started as :func:`cli_seconds` starts it imports ``tree``'s grunet."""
+    check = [sys.executable, "-c", "import grunet; print(grunet.__file__)"]
+    done = subprocess.run(check, env=_tree_env(tree), cwd=tree, capture_output=True, text=True)
+    imported = done.stdout.strip()
+    if not imported or not Path(imported).resolve().is_relative_to(Path(tree).resolve()):
+        raise SystemExit(f"{tree}: a child imports grunet from {imported or done.stderr[-500:]}")
+
+
 def cli_seconds(tree: str, command: list[str]) -> tuple[float, float]:
     """Wall and CPU seconds of ``python -m grunet COMMAND`` in a fresh process importing ``tree``.
 
     CPU seconds (user + system of the child) are what other processes on a shared machine
     distort least; OpenMP threads spinning at barriers count as CPU time, as they should.
     """
-    import os
     import resource
 
-    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    env = _tree_env(tree)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     # Run from inside the tree: ``python -m`` puts the working directory first on sys.path,
@@ -162,10 +177,6 @@ def cli_seconds(tree: str, command: list[str]) -> tuple[float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: grunet {' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    check = [sys.executable, "-c", "import grunet; print(grunet.__file__)"]
-    imported = subprocess.run(check, env=env, cwd=tree, capture_output=True, text=True).stdout
-    if not Path(imported.strip()).resolve().is_relative_to(Path(tree).resolve()):
-        raise SystemExit(f"{tree}: the child imported grunet from {imported.strip()}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return wall, cpu
 
@@ -196,6 +207,7 @@ def compare_cli(args, tmp: Path) -> None:
     times: dict = {(job, tree): [] for job in jobs for tree in trees}
     cpus: dict = {(job, tree): [] for job in jobs for tree in trees}
     for tree, path in trees.items():  # stores converted once per tree
+        check_imports_tree(path)
         for name in ("stack100", "plane1000"):
             cli_seconds(path, ["convert", str(tmp / f"{name}.tif"), "-o", str(tmp / tree),
                                "--overwrite"])  # fmt: skip
