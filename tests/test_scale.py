@@ -15,7 +15,7 @@ from conftest import shared_dataset
 import grunet
 from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint
 from grunet.evaluate import evaluate_labels
-from grunet.predict import Predictor, predict_store
+from grunet.predict import Predictor, plan_scaled_blocks, predict_store, scaled_block_size
 from grunet.preprocess import median_diameter, normalize_channels
 from grunet.scale import (
     estimate_diameter,
@@ -242,7 +242,9 @@ def test_estimate_of_objects_below_the_smallest_scale_is_usable(predictor):
 def test_tiled_probabilities_match_whole_image_at_a_scale(
     predictor, frame_store, small_nuclei_store, factor, tmp_path
 ):
-    """Blocks of 96 px resized one by one and tiled (256 + 128 halo) = the plane resized at once.
+    """Tiled store prediction (256 + 128 halo) = the plane resized at once. At ×2 blocks of 96 px
+    are resized one by one and cut into windows; at ×0.5 the resized plane fits one window, so it
+    is one block (blocks of several chunks: the next test).
 
     Same bound as the seam test at scale 1 (≥ 99.9 % argmax agreement, max |Δp| ≤ 0.2). Each
     factor brings the nuclei to about the model's size (×0.5 of 35 px, ×2 of 17 px nuclei).
@@ -267,6 +269,54 @@ def test_tiled_probabilities_match_whole_image_at_a_scale(
     plane = normalize_channels(np.asarray(stack.data[0, :, 0]), stack.normalization_ranges)
     whole = predictor.predict_plane(plane, tile=4096, factor=factor)
     assert tiled.shape == whole.shape == (3, 256, 256)
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() >= 0.999
+    assert np.abs(tiled - whole).max() <= 0.2
+
+
+@pytest.mark.parametrize("factor", [0.2, 0.33, 0.45, 0.5, 0.59, 0.75, 0.9, 0.99])
+@pytest.mark.parametrize("shape", [(2048, 2048), (4096, 2048), (3000, 1000), (511, 511)])
+def test_shrunk_blocks_fit_one_window_and_compute_no_more_than_chunk_blocks(factor, shape):
+    """Blocks of several chunks predicted in one window each: no window above the largest one
+    at factor 1, and never more pixels computed than the one-tile blocks of before."""
+    tile, halo, chunks = 1024, 32, (1024, 1024)
+
+    def computed(block):
+        layout = plan_scaled_blocks(shape, block, tile, halo, factor)
+        windows = [w for b in layout for w in b.windows]
+        return sum((w[1] - w[0]) * (w[3] - w[2]) for w in windows), windows
+
+    block = scaled_block_size(chunks, tile, factor, halo, shape)
+    pixels, windows = computed(block)
+    before, _ = computed(scaled_block_size(chunks, tile, factor))
+    assert block[0] % chunks[0] == 0 and block[1] % chunks[1] == 0  # chunk-aligned outputs
+    assert max((w[1] - w[0]) * (w[3] - w[2]) for w in windows) <= (tile + 2 * halo) ** 2
+    assert pixels <= before
+    if (factor, shape) == (0.59, (2048, 2048)):  # the demo frame's nuclei in a 2048² plane
+        assert pixels <= 0.93 * before
+
+
+def test_blocks_of_several_chunks_in_one_window_match_whole_image(
+    predictor, nuclei_timelapse, tmp_path
+):
+    """A 768² real plane at ×0.6, 96 px chunks, tile 128 + halo 128: blocks of 2 × 2 chunks,
+    one window each, of several shapes; probabilities as the plane resized at once (the bound
+    of the test above)."""
+    from grunet.io import open_store
+
+    factor = 0.6
+    store = write_store(
+        tmp_path / "tiled.ome.zarr", np.tile(nuclei_timelapse[5], (2, 2))[:768, :768]
+    )
+    layout = plan_scaled_blocks((768, 768), scaled_block_size((96, 96), 128, factor, 128,
+                                (768, 768)), 128, 128, factor)  # fmt: skip
+    assert len(layout) > 4 and all(len(b.windows) == 1 for b in layout)
+    assert all(b.out_box[1] - b.out_box[0] > 96 for b in layout[:-1])
+    out = predict_store(store, tmp_path / "p.zarr", model=predictor, tile=128, halo=128,
+                        diameter=predictor.object_diameter / factor, progress=False)  # fmt: skip
+    tiled = zarr.open_group(str(out), mode="r")["probs"][0, :, 0].astype(np.float32)
+    stack = open_store(store)
+    plane = normalize_channels(np.asarray(stack.data[0, :, 0]), stack.normalization_ranges)
+    whole = predictor.predict_plane(plane, tile=4096, factor=factor)
     assert (tiled.argmax(0) == whole.argmax(0)).mean() >= 0.999
     assert np.abs(tiled - whole).max() <= 0.2
 
