@@ -4,7 +4,8 @@ Each val image is resized (linear, antialiased; labels nearest neighbour) and se
 ``grunet.segment`` at (a) the automatically estimated diameter, (b) the true diameter (median
 equivalent diameter of the resized labels) and (c) no rescaling (the model's own diameter, i.e.
 grunet before object scale). Metrics are pooled over the 20 images (see grunet.evaluate); the
-table prints F1@0.5 and SEG per scale, and the estimate's median ratio to the true diameter.
+table prints F1@0.5 and SEG per scale, and the estimate's median ratio to the true diameter;
+``--json`` also keeps each image's estimate ratio and F1@0.5 at the automatic diameter.
 
     python benchmarks/quality_scale.py [--model CKPT] [--scales 0.33 0.5 1 2 3] [--json OUT]
 """
@@ -64,7 +65,15 @@ def main() -> None:
                 counts[mode].append(image_counts(labels, pred))
         seconds = (time.perf_counter() - started) / len(ids)
         m = {mode: summarize(c) for mode, c in counts.items()}
-        results[factor] = {**m, "estimate_ratio_median": float(np.nanmedian(ratios))}
+        results[factor] = {
+            **m,
+            "estimate_ratio_median": float(np.nanmedian(ratios)),
+            # per image, to see which images a change to the estimate moves
+            "per_image": {
+                image_id: {"estimate_ratio": r, "auto_f1_50": summarize([c])["f1_50"]}
+                for image_id, r, c in zip(ids, ratios, counts["auto"])
+            },
+        }
         f1 = " / ".join(f"{m[k]['f1_50']:.3f}" for k in ("auto", "true", "none"))
         seg = " / ".join(f"{m[k]['seg']:.3f}" for k in ("auto", "true", "none"))
         ratio = np.nanmedian(ratios)
