@@ -92,7 +92,7 @@ def raw_forward_mpix(
     import zarr
 
     from grunet.predict import Predictor
-    from grunet.scale import resample, scaled_shape
+    from grunet.scale import resample
 
     predictor = Predictor.from_checkpoint(ckpt, device=device, compile=False)
     prepared = predictor.prepared()

@@ -31,6 +31,7 @@ compute; tile 1024 + halo 32 reads 1.13× the pixels at most, halo 64 1.27×.
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -231,20 +232,13 @@ def scaled_block(box, shape, tile: int, halo: int, factor: float, plane=()) -> B
             for c, d in axis_windows(x0, x1, shape[1], tile, halo)
         ]
         return Block(plane, y0, y1, x0, x1, windows)
-    (sy0, sy1, ny), (sx0, sx1, nx) = (
-        resized_span(y0, y1, shape[0], factor),
-        resized_span(x0, x1, shape[1], factor),
-    )
-    one = _one_window(sy0, sy1, ny, halo) * _one_window(sx0, sx1, nx, halo)
-    if one <= (tile + 2 * halo) ** 2:
-        core_y, core_x = sy1 - sy0, sx1 - sx0
+    (sy0, sy1, _), one_y, split_y = _axis_choices(y0, y1, shape[0], factor, tile, halo)
+    (sx0, sx1, _), one_x, split_x = _axis_choices(x0, x1, shape[1], factor, tile, halo)
+    if _length(one_y) * _length(one_x) <= (tile + 2 * halo) ** 2:
+        ys, xs = one_y, one_x
     else:
-        core_y, core_x = balanced_tile(sy1 - sy0, tile), balanced_tile(sx1 - sx0, tile)
-    windows = [
-        (a, b, c, d)
-        for a, b in axis_windows(sy0, sy1, ny, core_y, halo)
-        for c, d in axis_windows(sx0, sx1, nx, core_x, halo)
-    ]
+        ys, xs = split_y, split_x
+    windows = [(a, b, c, d) for a, b in ys for c, d in xs]
     return Block(plane, sy0, sy1, sx0, sx1, windows, out_box=tuple(box))
 
 
@@ -258,9 +252,18 @@ def resized_span(lo: int, hi: int, n: int, factor: float) -> tuple[int, int, int
     return s0 // ALIGN * ALIGN, min(m, _round_up(s1, ALIGN)), m
 
 
-def _one_window(s0: int, s1: int, m: int, halo: int) -> int:
-    """Length of the one window that covers ``[s0, s1)`` of an axis of ``m`` px with its halo."""
-    return min(m, s1 + halo) - max(0, s0 - halo)
+def _axis_choices(lo: int, hi: int, n: int, factor: float, tile: int, halo: int):
+    """The resized span of original ``[lo, hi)`` of an axis (:func:`resized_span`) and the two
+    ways to cover it: one window, or windows of equal cores of at most ``tile``."""
+    s0, s1, m = resized_span(lo, hi, n, factor)
+    one = axis_windows(s0, s1, m, s1 - s0, halo)
+    split = axis_windows(s0, s1, m, balanced_tile(s1 - s0, tile), halo)
+    return (s0, s1, m), one, split
+
+
+def _length(windows: list[tuple[int, int]]) -> int:
+    """Summed length of an axis's windows."""
+    return sum(b - a for a, b in windows)
 
 
 def balanced_tile(length: int, tile: int) -> int:
@@ -284,36 +287,51 @@ def scaled_block_size(
 ) -> tuple[int, int]:
     """Original pixels per block: whole chunks per axis.
 
-    Shrinking a plane of ``shape`` (``factor`` < 1): the chunks per axis whose blocks each fit
-    one window (:func:`scaled_block`) and compute the fewest pixels in all, since a halo is
-    then paid only at block borders. At ×0.59 with 1024² chunks, 1 × 2 chunks per block compute
-    1.08× the resized pixels of a 2048² plane (1 × 1: 1.17×), 1.16× of a 4096² one (1.25×).
-    Otherwise (or when no block fits one window): whole chunks whose resized size is about
-    one tile.
+    Default (and at ``factor`` >= 1): whole chunks whose resized size is about one tile.
+    Shrinking a plane of ``shape``, the layout whose windows (as :func:`scaled_block` cuts them)
+    compute the fewest pixels, counted exactly per axis: that default, or blocks of any number
+    of chunks per axis that each fit one window, which pay a halo only at their borders. At
+    ×0.59 with 1024² chunks, 1 × 2 chunks per block compute 1.08× the resized pixels of a 2048²
+    plane (1 × 1: 1.17×), 1.16× of a 4096² one (1.25×).
     """
-    old = tuple(c * max(1, int(tile // (c * min(1.0, factor)))) for c in chunks)
+    about_one_tile = tuple(c * max(1, int(tile // (c * min(1.0, factor)))) for c in chunks)
     if factor >= 1.0 or shape is None:
-        return old
-    per_axis = []
-    for n, c in zip(shape, chunks):
-        options = {}  # chunks per block -> (longest window, summed window lengths)
-        for k in range(1, -(-n // c) + 1):
-            lengths = [
-                _one_window(*resized_span(lo, min(lo + k * c, n), n, factor), halo)
-                for lo in range(0, n, k * c)
-            ]
-            options[k] = (max(lengths), sum(lengths))
-            if max(lengths) > tile + 2 * halo and k > 1:
-                break  # longer blocks only get longer windows
-        per_axis.append(options)
+        return about_one_tile
     limit = (tile + 2 * halo) ** 2
-    fits = [
-        (ly[1] * lx[1], abs(ky - kx), (ky * chunks[0], kx * chunks[1]))
-        for ky, ly in per_axis[0].items()
-        for kx, lx in per_axis[1].items()
-        if ly[0] * lx[0] <= limit
-    ]
-    return min(fits)[2] if fits else old
+
+    def lengths(n: int, c: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per block of k chunks along an axis: its one window's and its split windows' length."""
+        choices = [
+            _axis_choices(lo, min(lo + k * c, n), n, factor, tile, halo)
+            for lo in range(0, n, k * c)
+        ]
+        one = np.array([_length(choice[1]) for choice in choices])
+        return one, np.array([_length(choice[2]) for choice in choices])
+
+    first = [lengths(n, c, 1) for n, c in zip(shape, chunks)]
+    k_tile = [min(b // c, -(-n // c)) for b, c, n in zip(about_one_tile, chunks, shape)]
+    per_axis = []
+    for axis, (n, c) in enumerate(zip(shape, chunks)):
+        options = {1: first[axis]}  # chunks per block -> lengths
+        for k in range(2, -(-n // c) + 1):
+            if options[k - 1][0].max() * first[1 - axis][0].max() > limit:
+                break  # longer blocks only get longer windows: none of them fits one
+            options[k] = lengths(n, c, k)
+        if k_tile[axis] not in options:
+            options[k_tile[axis]] = lengths(n, c, k_tile[axis])
+        per_axis.append(options)
+
+    def computed(ky: int, kx: int) -> float:
+        """Pixels the layout computes; blocks other than about one tile must fit one window."""
+        (one_y, split_y), (one_x, split_x) = per_axis[0][ky], per_axis[1][kx]
+        one = np.outer(one_y, one_x)
+        fits = one <= limit
+        if (ky, kx) == tuple(k_tile):
+            return float(np.where(fits, one, np.outer(split_y, split_x)).sum())
+        return float(one.sum()) if fits.all() else math.inf
+
+    best = min((computed(ky, kx), abs(ky - kx), ky, kx) for ky in per_axis[0] for kx in per_axis[1])
+    return best[2] * chunks[0], best[3] * chunks[1]
 
 
 def _prefetch(items: Iterator, depth: int) -> Iterator:

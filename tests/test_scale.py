@@ -11,6 +11,8 @@ import pytest
 import tifffile
 import zarr
 from conftest import shared_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import grunet
 from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint
@@ -273,12 +275,9 @@ def test_tiled_probabilities_match_whole_image_at_a_scale(
     assert np.abs(tiled - whole).max() <= 0.2
 
 
-@pytest.mark.parametrize("factor", [0.2, 0.33, 0.45, 0.5, 0.59, 0.75, 0.9, 0.99])
-@pytest.mark.parametrize("shape", [(2048, 2048), (4096, 2048), (3000, 1000), (511, 511)])
-def test_shrunk_blocks_fit_one_window_and_compute_no_more_than_chunk_blocks(factor, shape):
-    """Blocks of several chunks predicted in one window each: no window above the largest one
-    at factor 1, and never more pixels computed than the one-tile blocks of before."""
-    tile, halo, chunks = 1024, 32, (1024, 1024)
+def check_shrunk_layout(shape, chunks, tile: int, halo: int, factor: float) -> tuple[int, int]:
+    """Blocks chunk-aligned, no window above the largest one at factor 1, and never more
+    pixels computed than the one-tile blocks of before; returns (pixels, pixels before)."""
 
     def computed(block):
         layout = plan_scaled_blocks(shape, block, tile, halo, factor)
@@ -291,8 +290,31 @@ def test_shrunk_blocks_fit_one_window_and_compute_no_more_than_chunk_blocks(fact
     assert block[0] % chunks[0] == 0 and block[1] % chunks[1] == 0  # chunk-aligned outputs
     assert max((w[1] - w[0]) * (w[3] - w[2]) for w in windows) <= (tile + 2 * halo) ** 2
     assert pixels <= before
+    return pixels, before
+
+
+@pytest.mark.parametrize("factor", [0.2, 0.33, 0.45, 0.5, 0.59, 0.75, 0.9, 0.99])
+@pytest.mark.parametrize(
+    "shape", [(2048, 2048), (4096, 2048), (3000, 1000), (511, 511), (300, 8000)]
+)
+def test_shrunk_blocks_fit_one_window_and_compute_no_more_than_chunk_blocks(factor, shape):
+    """Blocks of several chunks predicted in one window each (the default tiling)."""
+    pixels, before = check_shrunk_layout(shape, (1024, 1024), 1024, 32, factor)
     if (factor, shape) == (0.59, (2048, 2048)):  # the demo frame's nuclei in a 2048² plane
         assert pixels <= 0.93 * before
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 6000), st.integers(1, 6000)),
+    chunks=st.tuples(st.integers(16, 1500), st.integers(16, 1500)),
+    tile=st.integers(1, 40).map(lambda n: 32 * n),
+    halo=st.integers(0, 6).map(lambda n: 32 * n),
+    factor=st.floats(0.04, 0.999),
+)
+def test_shrunk_layout_holds_for_drawn_planes_chunks_and_tiles(shape, chunks, tile, halo, factor):
+    """The same properties for any plane, chunking, tile, halo and shrinking factor."""
+    check_shrunk_layout(shape, chunks, tile, halo, factor)
 
 
 def test_blocks_of_several_chunks_in_one_window_match_whole_image(
