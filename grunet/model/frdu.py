@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from grunet.model.convgru import ConvGRU
-from grunet.model.layers import BufferPool, ConvNormAct, norm_layer, upsample_bilinear
+from grunet.model.layers import (
+    BufferPool,
+    ConvNormAct,
+    max_pool,
+    norm_layer,
+    upsample_bilinear,
+)
 
 
 class DenseLayer(nn.Module):
@@ -67,7 +72,7 @@ class FRDU(nn.Module):
     def forward(
         self, o: torch.Tensor, h: torch.Tensor, pool: BufferPool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        h_low = F.max_pool2d(h, self.factor)  # (B, c_h, H/f, W/f)
+        h_low = max_pool(h, self.factor)  # (B, c_h, H/f, W/f)
         o = self.transition(self.dense(self.fuse(torch.cat([o, h_low], dim=1))))  # (B, w, H/f, W/f)
         gx = self.gates_x(self.to_hidden(o))  # (B, 3 c_h, H/f, W/f): W_xz*x, W_xr*x, W_x*x
         c_h = gx.shape[1] // 3

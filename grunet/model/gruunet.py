@@ -12,6 +12,7 @@ from grunet.model.layers import (
     BufferPool,
     ConvNormAct,
     eager_inference,
+    max_pool,
     norm_layer,
     upsample_bilinear,
 )
@@ -63,11 +64,11 @@ class GRUUNet(nn.Module):
         height, width = x.shape[-2:]
         x = pad_to_multiple(x, self.cfg.stride)
         h = self.stem(x)  # (B, c_h, H, W): h_0
-        o = F.max_pool2d(h, 2)  # (B, c_h, H/2, W/2)
+        o = max_pool(h, 2)  # (B, c_h, H/2, W/2)
         pool = BufferPool() if eager_inference() else None  # inference: units hand on their buffers
         for i, unit in enumerate(self.encoder):
             if i > 0:
-                o = F.max_pool2d(o, 2)
+                o = max_pool(o, 2)
             o, h = _unit_step(unit, o, h, pool)
         for unit in self.decoder:
             o = upsample_bilinear(o, 2)
