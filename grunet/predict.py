@@ -520,7 +520,7 @@ class Predictor:
             self.compile == "auto"
             and not self._prepared.compiled
             and self.fast
-            and should_compile(self.device, "auto", work_pixels)
+            and should_compile(self.device, "auto", work_pixels, self.model)
         ):
             candidate = prepare_model(
                 self.model,

@@ -74,7 +74,13 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 # was restructured (issue 18), compiled and eager `small` ran at the same MPix per CPU-second
 # (512², Sapphire Rapids VM under load; 0.43-0.48 vs 0.48-0.51), and a compile took 234 s with
 # a warm inductor cache, 2058 s cold: compiling is left to explicit requests and huge jobs.
+# On a 2-core AMX host (session 30), once the GRU traced as one graph (its ``out=`` writes had
+# broken the graph 13 times), compiled `small` (c_h = 12) ran at 0.78 MPix/s against 0.99 eager
+# (1024², bf16, first call 59 s), compiled `paper` (c_h = 32) at 0.31 against 0.24 (first call
+# 90 s): the hand-fused eager path wins for the narrow state. On CPUs "auto" compiles only
+# models whose state is at least ``COMPILE_CPU_MIN_HIDDEN`` wide; on CUDA every large job.
 COMPILE_MIN_PIXELS = 200_000_000
+COMPILE_CPU_MIN_HIDDEN = 32
 CACHE_ENV = "GRUNET_CACHE_DIR"
 
 
@@ -97,12 +103,21 @@ def has_cxx_compiler() -> bool:
     return any(c and shutil.which(c) for c in candidates)
 
 
-def should_compile(device: torch.device, compile: bool | str, work_pixels: int | None) -> bool:
-    """Resolve ``compile`` ("auto", True, False) for a job of ``work_pixels`` pixels."""
+def should_compile(
+    device: torch.device,
+    compile: bool | str,
+    work_pixels: int | None,
+    model: nn.Module | None = None,
+) -> bool:
+    """Resolve ``compile`` ("auto", True, False) for a job of ``work_pixels`` pixels of
+    ``model`` (on CPUs "auto" compiles only wide models, see ``COMPILE_CPU_MIN_HIDDEN``)."""
     if compile == "auto":
         if work_pixels is None or work_pixels < COMPILE_MIN_PIXELS:
             return False
-        return device.type == "cuda" or (device.type == "cpu" and has_cxx_compiler())
+        if device.type == "cuda":
+            return True
+        hidden = getattr(getattr(model, "cfg", None), "hidden", 0)
+        return device.type == "cpu" and hidden >= COMPILE_CPU_MIN_HIDDEN and has_cxx_compiler()
     if isinstance(compile, str):
         raise ConfigError(f"compile: expected 'auto', true or false, got {compile!r}")
     return bool(compile)
@@ -264,7 +279,7 @@ def prepare_model(
     cast = dtype is not None and device.type == "cpu"
     if cast:
         model = model.to(dtype)
-    use_compile = fast and should_compile(device, compile, work_pixels)
+    use_compile = fast and should_compile(device, compile, work_pixels, model)
     return PreparedModel(
         model,
         device,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from grunet.model import SMALL, GRUUNet
+from grunet.model import PAPER, SMALL, GRUUNet
 from grunet.preprocess import normalize_channels
-from grunet.runtime import COMPILE_MIN_PIXELS, prepare_model, should_compile
+from grunet.runtime import COMPILE_MIN_PIXELS, has_cxx_compiler, prepare_model, should_compile
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,10 +53,15 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     np.testing.assert_array_equal(out.numpy(), prepared(x).numpy())
 
 
-def test_compile_auto_only_for_large_jobs():
-    cpu = torch.device("cpu")
+def test_compile_auto_only_for_large_jobs_on_a_gpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not should_compile(cpu, "auto", None)
     assert not should_compile(cpu, "auto", 511 * 511 * 30)  # the demo time-lapse
+    small, paper = GRUUNet(SMALL), GRUUNet(PAPER)
+    assert not should_compile(cpu, "auto", 10 * COMPILE_MIN_PIXELS, small)  # eager is faster
+    assert should_compile(cpu, "auto", COMPILE_MIN_PIXELS, paper) == has_cxx_compiler()
+    assert should_compile(cuda, "auto", COMPILE_MIN_PIXELS)
+    assert not should_compile(cuda, "auto", 511 * 511 * 30)
     assert should_compile(cpu, True, None)
     assert not should_compile(cpu, False, 10 * COMPILE_MIN_PIXELS)
 
@@ -73,3 +78,17 @@ def test_compiled_kernels_go_to_the_grunet_cache_folder(tmp_path, monkeypatch):
     import os
 
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+
+
+def test_the_fast_inference_model_traces_as_one_graph_for_torch_compile():
+    """`--compile yes` compiles the whole network: no graph breaks (the GRU's in-place
+    ``out=`` writes into channels-last tensors once broke it 13 times, and dynamo then
+    compiled each unit on its own until its recompile limit)."""
+    model = GRUUNet(SMALL.replace(in_channels=1)).eval()
+    prepared = prepare_model(model, "cpu", fast=True, compile=False)
+    x = torch.rand(1, 1, 64, 64, dtype=prepared.dtype or torch.float32)
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(prepared.model)(
+            x.contiguous(memory_format=torch.channels_last)
+        )
+    assert explained.graph_break_count == 0, explained.break_reasons

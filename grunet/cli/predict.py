@@ -34,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=sorted(COMPILE_CHOICES),
         default="auto",
         metavar="{auto,yes,no}",
-        help="torch.compile the network: auto = only for jobs large enough to pay (default)",
+        help="torch.compile the network: auto = only large jobs where it pays (default)",
     )
     parser.add_argument(
         "--channels", help="comma-separated channel names or indices to use (default: all)"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grunet.model.layers import BufferPool
+from grunet.model.layers import BufferPool, eager_inference
 
 
 class ConvGRU(nn.Module):
@@ -36,7 +36,9 @@ class ConvGRU(nn.Module):
         # both gates in one conv: one pass over h, 2 c_h output channels fill the CPU's vectors
         zr = conv3x3_add(h, self.gates_h.weight, x_zr).sigmoid_()
         z, r = zr.chunk(2, dim=1)
-        inference = not torch.is_grad_enabled()  # in place only where autograd needs nothing
+        # in place only where autograd needs nothing, and not under torch.compile (which fuses
+        # on its own and cannot trace ``out=`` into channels-last tensors: a graph break)
+        inference = eager_inference()
         reuse = inference and pool is not None  # r⊙h dense in a spent buffer: the conv's input
         if reuse and h.dtype.itemsize < 4:
             # bf16 elementwise ops on the strided gate views have no vectorised path: copying
