@@ -92,3 +92,39 @@ def test_the_fast_inference_model_traces_as_one_graph_for_torch_compile():
             x.contiguous(memory_format=torch.channels_last)
         )
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.fixture
+def fresh_bf16_check():
+    from grunet.runtime import cpu_has_fast_bf16
+
+    cpu_has_fast_bf16.cache_clear()
+    yield cpu_has_fast_bf16
+    cpu_has_fast_bf16.cache_clear()
+
+
+def _x86_with_onednn_bf16(monkeypatch, *, avx512_bf16: bool, amx: bool) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+
+
+def test_emulated_bf16_of_plain_avx512_cpus_keeps_the_fp32_path(monkeypatch, fresh_bf16_check):
+    """Skylake / Cascade Lake: oneDNN accepts bf16 by emulating it, 2× slower than fp32."""
+    from grunet.runtime import autocast_dtype
+
+    _x86_with_onednn_bf16(monkeypatch, avx512_bf16=False, amx=False)
+    assert not fresh_bf16_check()
+    assert autocast_dtype(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx"), [(True, False), (False, True)])
+def test_native_bf16_cpus_take_the_bf16_path(monkeypatch, fresh_bf16_check, avx512_bf16, amx):
+    _x86_with_onednn_bf16(monkeypatch, avx512_bf16=avx512_bf16, amx=amx)
+    assert fresh_bf16_check()
+    fresh_bf16_check.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # a cap below the bf16 instructions
+    assert not fresh_bf16_check()
