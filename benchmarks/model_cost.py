@@ -4,6 +4,8 @@ Usage:
     python benchmarks/model_cost.py                      # paper + small, 512² and 1024², 2 threads
     python benchmarks/model_cost.py --presets small --sizes 512 --compile
     python benchmarks/model_cost.py --presets small --sizes 1024 --ablations --no-fp32
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE ATEN_CPU_CAPABILITY=avx512 \
+        python benchmarks/model_cost.py --presets small --sizes 1024 --bf16   # a Skylake-class CPU
 
 For each preset it prints parameters, GFLOP/MPix (``torch.utils.flop_counter``, 1 multiply-add =
 2 FLOP), and forward throughput in MPix/s (batch 1, best of ``--repeats`` after one warm-up) in
@@ -140,6 +142,15 @@ def ablations(model: torch.nn.Module, size: int, repeats: int, rounds: int = 3) 
               f"({mpix / best['fast path (all)']:.2f}× the fast path)")  # fmt: skip
 
 
+def in_bf16(prepared):
+    """The CPU fast path with the network cast to bf16 even where grunet keeps fp32 (CPUs
+    that only emulate bf16, e.g. AVX512 without AVX512-BF16): what the fast path would cost
+    there if it took bf16."""
+    prepared.model = prepared.model.to(torch.bfloat16)
+    prepared._forward, prepared.dtype, prepared.cast = prepared.model, torch.bfloat16, True
+    return prepared
+
+
 def _stack(*contexts):
     import contextlib
 
@@ -161,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
         "--ablations",
         action="store_true",
         help="also time the CPU fast path with each restructuring undone",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time the network in bf16 where the fast path keeps fp32 (emulated bf16)",
     )
     parser.add_argument(
         "--heap",
@@ -196,9 +212,13 @@ def main(argv: list[str] | None = None) -> None:
             modes.append((fast, dict(fast=True, compile=False)))
             if args.compile:
                 modes.append((fast + " compiled", dict(fast=True, compile=True)))
+            if args.bf16 and device.type == "cpu" and dtype is None:
+                modes.append(("channels-last bf16 (emulated?)", dict(fast=True, compile=False)))
             for label, options in modes:
                 start = time.perf_counter()
                 prepared = prepare_model(copy.deepcopy(model), device, **options)
+                if label.startswith("channels-last bf16"):
+                    prepared = in_bf16(prepared)
                 for size in args.sizes:
                     mpix = throughput(prepared, size, model.cfg.in_channels, device, args.repeats)
                     note = f" (first call incl. compile {time.perf_counter() - start:.0f} s)" \
