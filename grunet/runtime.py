@@ -50,7 +50,7 @@ def cpu_has_fast_bf16() -> bool:
     """True where oneDNN runs bf16 convolutions natively (AVX512-BF16 or AMX on x86).
 
     oneDNN also *accepts* bf16 on any AVX512 CPU (Skylake / Cascade Lake, common in clusters)
-    by emulating it, and torch reports that as supported; there the bf16 forward is 2.1-2.3×
+    by emulating it, and torch reports that as supported; there the bf16 forward is 2.0-2.3×
     slower than fp32 (``small`` 1024², oneDNN and ATen capped at AVX512 on an AMX host), so x86
     needs the instructions themselves, and a ``ONEDNN_MAX_CPU_ISA`` cap that keeps them.
     """
