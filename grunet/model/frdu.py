@@ -46,8 +46,8 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
-        for layer in self.layers:
-            features.append(layer(torch.cat(features, dim=1)))
+        for layer in self.layers:  # (the first layer reads x itself: a cat of one is a copy)
+            features.append(layer(torch.cat(features, dim=1) if len(features) > 1 else x))
         return torch.cat(features, dim=1)
 
 
