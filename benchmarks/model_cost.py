@@ -206,19 +206,19 @@ def main(argv: list[str] | None = None) -> None:
             ceiling = peak / gflop
             print(f"  {device.type:4s} roofline (conv peak / GFLOP per MPix) {ceiling:6.3f} MPix/s")
         for device in devices:
-            modes = [] if args.no_fp32 else [("fp32", dict(fast=False))]
+            as_is = lambda p: p  # noqa: E731
+            modes = [] if args.no_fp32 else [("fp32", dict(fast=False), as_is)]
             dtype = autocast_dtype(device)
             fast = f"fast ({'channels-last ' if device.type != 'mps' else ''}{dtype or 'fp32'})"
-            modes.append((fast, dict(fast=True, compile=False)))
+            modes.append((fast, dict(fast=True, compile=False), as_is))
             if args.compile:
-                modes.append((fast + " compiled", dict(fast=True, compile=True)))
+                modes.append((fast + " compiled", dict(fast=True, compile=True), as_is))
             if args.bf16 and device.type == "cpu" and dtype is None:
-                modes.append(("channels-last bf16 (emulated?)", dict(fast=True, compile=False)))
-            for label, options in modes:
+                bf16 = ("channels-last bf16 (emulated?)", dict(fast=True, compile=False), in_bf16)
+                modes.append(bf16)
+            for label, options, adjust in modes:
                 start = time.perf_counter()
-                prepared = prepare_model(copy.deepcopy(model), device, **options)
-                if label.startswith("channels-last bf16"):
-                    prepared = in_bf16(prepared)
+                prepared = adjust(prepare_model(copy.deepcopy(model), device, **options))
                 for size in args.sizes:
                     mpix = throughput(prepared, size, model.cfg.in_channels, device, args.repeats)
                     note = f" (first call incl. compile {time.perf_counter() - start:.0f} s)" \

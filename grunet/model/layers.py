@@ -104,7 +104,7 @@ def max_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     kernels). Max is exact, so the result is identical. Training and torch.compile use
     torch's kernel (its gradient picks one of tied inputs).
     """
-    b, c, h, w = x.shape
+    c, h, w = x.shape[1:]
     halvings = factor.bit_length() - 1
     exact = factor == 1 << halvings and h % factor == 0 and w % factor == 0
     channels_last = x.stride(1) == 1 and c > 1
