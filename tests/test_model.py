@@ -178,9 +178,10 @@ def test_fast_bilinear_upsampling_equals_torch_interpolate(factor, size):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("factor", [2, 4, 32])
-def test_fast_max_pooling_equals_torch_max_pool(dtype, factor):
+@pytest.mark.parametrize("size", [(64, 96), (70, 99)])  # the second: not divisible (floored)
+def test_fast_max_pooling_equals_torch_max_pool(dtype, factor, size):
     torch.manual_seed(0)
-    x = torch.randn(2, 12, 64, 96).to(dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 12, *size).to(dtype).contiguous(memory_format=torch.channels_last)
     x[0, 3, 5, 7] = float("nan")  # propagates like torch's kernel
     with torch.inference_mode():
         got = max_pool(x, factor)
