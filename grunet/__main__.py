@@ -1,5 +1,3 @@
-import sys
+from grunet.cli import console
 
-from grunet.cli import main
-
-sys.exit(main())
+console()

@@ -9,6 +9,7 @@ one line on stderr with exit code 2; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 import warnings
@@ -77,5 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The ``grunet`` executable (and ``python -m grunet``): :func:`main`, then exit.
+
+    Before the interpreter shuts down, every object is moved out of the garbage collector's
+    reach (``gc.freeze``): shutdown's collections would otherwise walk the ~300,000 objects of
+    torch, dask, zarr and pandas only to free memory the OS takes back anyway (0.4-0.5 s of
+    each command, measured: 0.6-1.0 s → 0.2-0.3 s from the last statement to the exit). Files
+    are closed and ``atexit`` handlers still run; outputs are complete before :func:`main`
+    returns (written atomically).
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
