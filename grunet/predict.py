@@ -968,7 +968,7 @@ def predict_store(
     import zarr
 
     from grunet.atomic import atomic_output, check_output_free
-    from grunet.io import open_store
+    from grunet.io import open_store, scratch_compressors
     from grunet.memory import keep_large_buffers_off_heap
 
     image_store, out_path = Path(image_store), Path(out_path)
@@ -1032,6 +1032,7 @@ def predict_store(
             shape=(n_t, predictor.classes, n_z, n_y, n_x),
             chunks=(1, predictor.classes, 1, min(cy, n_y), min(cx, n_x)),
             dtype="float16",
+            compressors=scratch_compressors(),
         )
         if scheduler:
             _predict_distributed(

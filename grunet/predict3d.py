@@ -402,7 +402,7 @@ def predict_store_3d(
 
     from grunet import __version__
     from grunet.atomic import atomic_output, check_output_free
-    from grunet.io import open_store
+    from grunet.io import open_store, scratch_compressors
     from grunet.predict import (
         PROBS_NAME,
         _as_predictor,
@@ -464,6 +464,7 @@ def predict_store_3d(
             shape=(n_t, predictor.classes, n_z, n_y, n_x),
             chunks=(1, predictor.classes, 1, min(cy, n_y), min(cx, n_x)),
             dtype="float16",
+            compressors=scratch_compressors(),
         )
         bar = tqdm(total=n_t * len(boxes), desc="predict 3D", unit="block", disable=not progress)
         with bar:

@@ -54,6 +54,19 @@ MAX_YX_CHUNK = 1024
 IMAGE_PATH = "0"
 
 
+def scratch_compressors() -> tuple:
+    """Compressors of arrays written once and read once by the next stage (probabilities).
+
+    Blosc LZ4 with byte shuffle instead of zarr's default Zstd: on a 2048² plane of real
+    float16 probabilities (3 classes, 1024² chunks) writes 2.2× faster (0.09 vs 0.20 s) and
+    reads 1.5× faster, for 7 % more bytes (11.1 vs 10.4 MB; uncompressed 25 MB). Deliverables
+    (images, labels) keep zarr's default.
+    """
+    from zarr.codecs import BloscCodec
+
+    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+
+
 def image_chunks(shape: Sequence[int], chunks: int | Sequence[int] | None = None) -> tuple:
     """Chunks (1, 1, 1, cy, cx) for a (T, C, Z, Y, X) shape; ``chunks`` may be N, (cy, cx) or 5D."""
     t, c, z, y, x = (int(n) for n in shape)
