@@ -307,13 +307,6 @@ def typical_diameter(diameters: np.ndarray) -> float:
     return float(np.percentile(diameters, SIZE_PERCENTILE)) / PERCENTILE_OVER_MEDIAN
 
 
-def crop_size(shape: tuple[int, int], factor: float) -> tuple[int, int]:
-    """(Y, X) of a plane's estimate crop at ``factor``: the most original pixels whose resized
-    side still rounds to ``CROP`` or less (one more gave 257² network crops at some factors,
-    which the network pads to 288²: 27 % more work for that pass)."""
-    return tuple(min(n, int((CROP + 0.5) / factor)) for n in shape)
-
-
 def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float, int]]:
     """(factor, typical object diameter in original px, objects) at each factor, coarse first.
 
@@ -326,7 +319,7 @@ def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float
     passes: list[tuple[float, float, int]] = []
     crossed = False
     for factor in factors:
-        size = crop_size(shape, factor)
+        size = tuple(min(n, int(math.ceil(CROP / factor))) for n in shape)
         small = scaled_shape(size, factor)
         if min(small) < 16:  # too few network pixels to show any nucleus
             continue

@@ -20,9 +20,6 @@ from grunet.evaluate import evaluate_labels
 from grunet.predict import Predictor, plan_scaled_blocks, predict_store, scaled_block_size
 from grunet.preprocess import median_diameter, normalize_channels
 from grunet.scale import (
-    CANDIDATE_FACTORS,
-    CROP,
-    crop_size,
     estimate_diameter,
     resample,
     resized_annotated,
@@ -444,16 +441,3 @@ def test_demo_time_lapse_counts_are_right_with_the_model_defaults(tmp_path, nucl
     )
     found = dict(zip(frames, counts.sort_values("t")["n_cells"]))
     assert all(abs(found[t] - DEMO_COUNTS[t]) <= 1 for t in frames), found
-
-
-@pytest.mark.parametrize("shape", [(4096, 4096), (2048, 1500), (700, 300), (100, 100)])
-def test_estimate_crops_never_exceed_the_network_crop(shape):
-    """Every candidate factor's estimate pass shows the network at most CROP² pixels (the
-    network pads anything larger to the next multiple of 32: a 257² crop costs 288²) and,
-    where the plane is large enough, no fewer than CROP - 2 per side."""
-    for factor in CANDIDATE_FACTORS:
-        size = crop_size(shape, factor)
-        small = scaled_shape(size, factor)
-        assert all(s <= CROP for s in small), (factor, small)
-        for n, side in zip(shape, small):
-            assert side >= min(CROP - 2, round(n * factor)), (factor, small)
