@@ -60,9 +60,9 @@ def scratch_compressors() -> tuple:
     Blosc LZ4 with byte shuffle instead of zarr's default Zstd: on real float16 probabilities
     (3 classes, 1024² chunks) writes 2.0-2.1× and reads 1.4-1.7× faster (4096²: 0.35 vs
     0.74 s, 0.07 vs 0.12 s) for 15 % more bytes (45.7 vs 39.7 MB of 101 MB raw;
-    ``benchmarks/probs_codec.py``). zarr runs
-    codecs in worker threads, where Blosc compresses without threads of its own, so it never
-    competes with torch's. Deliverables (images, labels) keep zarr's default.
+    ``benchmarks/probs_codec.py``). zarr runs codecs in worker threads, where Blosc
+    compresses without threads of its own, so it never competes with torch's.
+    Deliverables (images, labels) keep zarr's default.
     """
     from zarr.codecs import BloscCodec
 
