@@ -187,6 +187,18 @@ def plan_blocks(
     return blocks
 
 
+def largest_window(layout: list[Block]) -> tuple[int, int]:
+    """(y, x): the largest window extent per axis over a plane's blocks.
+
+    A compiled model runs every window at this one shape (padded), so that it compiles once.
+    When shrinking, a block's window may be longer than a tile with its halos along one axis
+    and shorter along the other (:func:`grunet.scale.scaled_block_size`); a tile-sized square
+    there would pad e.g. 655 × 1199 windows to 1088 × 1216, 1.66× the pixels.
+    """
+    windows = [w for block in layout for w in block.windows]
+    return max(w[1] - w[0] for w in windows), max(w[3] - w[2] for w in windows)
+
+
 def plan_scaled_blocks(
     shape: tuple[int, int],
     block: tuple[int, int],
@@ -615,11 +627,14 @@ class Predictor:
         total_windows: int | None = None,
         progress: bool = False,
         prefetch: int = 2,
+        window_shape: tuple[int, int] | None = None,
     ) -> Iterator[tuple[Block, np.ndarray]]:
         """Yield (block, (classes, by, bx) probabilities) for blocks whose ``image`` is loaded.
 
         ``blocks`` is consumed in a background thread ``prefetch`` blocks ahead, so reading and
         normalising the next input overlaps the forward pass of the current batch.
+        ``window_shape``: the largest window of the blocks (:func:`largest_window`), the one
+        shape a compiled model is run at (default: a tile with its halos, clipped to the plane).
         """
         prepared = self.prepared(work_pixels)
         bar = tqdm(
@@ -641,7 +656,9 @@ class Predictor:
             source = blocks if prepared.device.type == "cpu" else _prefetch(blocks, prefetch)
             for block in source:
                 if prepared.compiled and self._std == (0, 0):  # the largest window of a plane
-                    longest = [min(self.tile + 2 * self.halo, n) for n in shape_of(block)]
+                    longest = window_shape or [
+                        min(self.tile + 2 * self.halo, n) for n in shape_of(block)
+                    ]
                     self._std = tuple(_round_up(n, self.stride) for n in longest)
                 open_blocks.append(block)
                 for window in block.windows:
@@ -1134,6 +1151,7 @@ def _predict_local(
             work_pixels=work_pixels,
             total_windows=total_windows,
             progress=progress,
+            window_shape=largest_window(layout),
         ):
             if failure:
                 break

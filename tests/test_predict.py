@@ -257,3 +257,39 @@ def test_float16_probabilities_round_as_numpy_does():
     values[0, 1, 0] = halfway  # a tie
     assert np.array_equal(as_float16(values), values.astype(np.float16))
     assert as_float16(values).dtype == np.float16
+
+
+def test_a_compiled_model_runs_a_shrunk_plane_at_its_largest_window(tmp_path, monkeypatch):
+    """A compiled model runs every window of a plane at one padded shape (it compiles once per
+    shape). When shrinking, a block's window is wider than a tile along one axis and shorter
+    along the other, so that shape must be the layout's largest window: a tile-sized square
+    padded this 2048² plane's two 640-664 × 1208 windows at ×0.59 to 1088 × 1216 (1.62× the
+    pixels). ``torch.compile`` is replaced by a recorder of the shapes the model is run at."""
+    from grunet.io import ImageStack, write_image
+    from grunet.predict import largest_window, plan_scaled_blocks, scaled_block_size
+
+    shapes: list[tuple[int, int]] = []
+
+    def recording_compile(model, **kwargs):
+        def run(x):
+            shapes.append(tuple(x.shape[-2:]))
+            return model(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    torch.manual_seed(0)
+    predictor = Predictor(
+        GRUUNet(TINY).eval(), device="cpu", compile=True, metadata={"object_diameter": 17.0}
+    )
+    image = np.random.default_rng(0).integers(0, 255, (1, 1, 1, 2048, 2048), dtype=np.uint8)
+    store = write_image(tmp_path / "a.ome.zarr", ImageStack(image), chunks=1024)
+    predict_store(store, tmp_path / "a.probs.zarr", model=predictor, diameter=17.0 / 0.59)
+
+    factor = 0.59
+    block = scaled_block_size((1024, 1024), 1024, factor, 32, (2048, 2048))
+    layout = plan_scaled_blocks((2048, 2048), block, 1024, 32, factor)
+    largest = largest_window(layout)
+    assert largest[0] < 1024 < largest[1]  # the elongated windows this test is about
+    stride = predictor.stride  # the network's pooling stride: windows are padded to it
+    assert set(shapes) == {tuple(-(-n // stride) * stride for n in largest)}, shapes
