@@ -1173,9 +1173,20 @@ _WORKER_PREDICTORS: dict = {}
 
 
 def _predict_block_task(
-    checkpoint: str, options: dict, image_store: str, out_group: str, plane, box, channels, factor
+    checkpoint: str,
+    options: dict,
+    image_store: str,
+    out_group: str,
+    plane,
+    box,
+    channels,
+    factor,
+    window_shape=None,
 ) -> int:
-    """One block on a dask-distributed worker: load (once) the model, predict, write."""
+    """One block on a dask-distributed worker: load (once) the model, predict, write.
+
+    ``window_shape``: the plane's largest window, the one shape a compiled model runs at.
+    """
     import zarr
 
     from grunet.io import open_store
@@ -1193,7 +1204,10 @@ def _predict_block_task(
     target = zarr.open_array(str(Path(out_group) / PROBS_NAME), mode="r+")
     network_shape = scaled_shape(shape, factor)
     windows = len(block.windows)
-    for done, probs in predictor.run_blocks(iter([block]), lambda _: network_shape, prefetch=1):
+    shape_all = None if window_shape is None else tuple(window_shape)
+    for done, probs in predictor.run_blocks(
+        iter([block]), lambda _: network_shape, prefetch=1, window_shape=shape_all
+    ):
         t, z = done.plane
         (y0, y1, x0, x1), probs = _unscale(done, probs, shape, factor)
         target[t, :, z, y0:y1, x0:x1] = as_float16(probs)
@@ -1235,6 +1249,9 @@ def _predict_distributed(
         for y0 in range(0, n_y, block[0])
         for x0 in range(0, n_x, block[1])
     ]
+    window_shape = largest_window(
+        [scaled_block(box, shape, predictor.tile, predictor.halo, factor) for box in boxes]
+    )
     with Client(address) as client:
         futures = [
             client.submit(
@@ -1247,6 +1264,7 @@ def _predict_distributed(
                 box,
                 channels,
                 factor,
+                window_shape,
                 pure=False,
             )
             for plane in planes

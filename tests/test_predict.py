@@ -284,12 +284,24 @@ def test_a_compiled_model_runs_a_shrunk_plane_at_its_largest_window(tmp_path, mo
     )
     image = np.random.default_rng(0).integers(0, 255, (1, 1, 1, 2048, 2048), dtype=np.uint8)
     store = write_image(tmp_path / "a.ome.zarr", ImageStack(image), chunks=1024)
-    predict_store(store, tmp_path / "a.probs.zarr", model=predictor, diameter=17.0 / 0.59)
-
     factor = 0.59
+    predict_store(store, tmp_path / "a.probs.zarr", model=predictor, diameter=17.0 / factor)
     block = scaled_block_size((1024, 1024), 1024, factor, 32, (2048, 2048))
     layout = plan_scaled_blocks((2048, 2048), block, 1024, 32, factor)
     largest = largest_window(layout)
     assert largest[0] < 1024 < largest[1]  # the elongated windows this test is about
     stride = predictor.stride  # the network's pooling stride: windows are padded to it
-    assert set(shapes) == {tuple(-(-n // stride) * stride for n in largest)}, shapes
+    expected = {tuple(-(-n // stride) * stride for n in largest)}
+    assert set(shapes) == expected, shapes
+
+    distributed = pytest.importorskip("distributed")  # the same on a cluster's workers
+    shapes.clear()
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, predictor.model, {"object_diameter": 17.0})
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        predict_store(store, tmp_path / "b.probs.zarr", model=checkpoint, compile=True,
+                      diameter=17.0 / factor, scheduler=cluster.scheduler_address,
+                      progress=False)  # fmt: skip
+    assert set(shapes) == expected, shapes
