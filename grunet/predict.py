@@ -192,8 +192,8 @@ def largest_window(layout: list[Block]) -> tuple[int, int]:
 
     A compiled model runs every window at this one shape (padded), so that it compiles once.
     When shrinking, a block's window may be longer than a tile with its halos along one axis
-    and shorter along the other (:func:`grunet.scale.scaled_block_size`); a tile-sized square
-    there would pad e.g. 655 × 1199 windows to 1088 × 1216, 1.66× the pixels.
+    and shorter along the other (:func:`scaled_block_size`); a tile-sized square there padded
+    a 2048² plane's 640-664 × 1208 windows at ×0.59 to 1088 × 1216, 1.62× the pixels.
     """
     windows = [w for block in layout for w in block.windows]
     return max(w[1] - w[0] for w in windows), max(w[3] - w[2] for w in windows)
@@ -1204,9 +1204,9 @@ def _predict_block_task(
     target = zarr.open_array(str(Path(out_group) / PROBS_NAME), mode="r+")
     network_shape = scaled_shape(shape, factor)
     windows = len(block.windows)
-    shape_all = None if window_shape is None else tuple(window_shape)
+    window_shape = None if window_shape is None else tuple(window_shape)
     for done, probs in predictor.run_blocks(
-        iter([block]), lambda _: network_shape, prefetch=1, window_shape=shape_all
+        iter([block]), lambda _: network_shape, prefetch=1, window_shape=window_shape
     ):
         t, z = done.plane
         (y0, y1, x0, x1), probs = _unscale(done, probs, shape, factor)
