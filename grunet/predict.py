@@ -1064,6 +1064,7 @@ def predict_store(
                 total_windows,
                 channel_index,
                 factor,
+                window_shape=largest_window(layout),
             )
         else:
             _predict_local(
@@ -1226,8 +1227,13 @@ def _predict_distributed(
     total_windows,
     channels,
     factor=1.0,
+    window_shape: tuple[int, int] | None = None,
 ) -> None:
-    """Run every block as a task on a dask-distributed cluster (shared file system needed)."""
+    """Run every block as a task on a dask-distributed cluster (shared file system needed).
+
+    ``window_shape``: the plane's largest window (:func:`largest_window`), which a compiled
+    model on the workers runs every window at.
+    """
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -1249,9 +1255,6 @@ def _predict_distributed(
         for y0 in range(0, n_y, block[0])
         for x0 in range(0, n_x, block[1])
     ]
-    window_shape = largest_window(
-        [scaled_block(box, shape, predictor.tile, predictor.halo, factor) for box in boxes]
-    )
     with Client(address) as client:
         futures = [
             client.submit(
