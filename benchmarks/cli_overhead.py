@@ -7,12 +7,18 @@ returns: a plain ``sys.exit`` (the interpreter's shutdown collects every object 
 :func:`grunet.cli.console`, the installed entry point (collector frozen first). Shutdown = from
 ``main`` returning to the process being gone.
 
-    python benchmarks/cli_overhead.py [--size 512] [--repeats 4]
+With ``--compare-to TREE`` it instead runs ``grunet run`` from this tree and from TREE (e.g. a
+checkout of an older main), alternating, and prints median wall and CPU seconds of each: on a
+small plane that is the command's fixed cost (imports, model load, scale estimate, shutdown).
+
+    python benchmarks/cli_overhead.py [--size 512] [--repeats 4] [--compare-to TREE]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,14 +72,50 @@ def one_run(argv: list[str], console: bool) -> tuple[float, float]:
     return end - start, end - float(marks[-1].split()[1])
 
 
+def tree_run(tree: Path, argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU seconds) of ``python -m grunet ARGV`` importing ``tree``'s grunet."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    # From inside the tree: `python -m` puts the working directory first on sys.path.
+    done = subprocess.run([sys.executable, "-m", "grunet", *argv], env=env, cwd=tree,
+                          capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: grunet {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def compare_trees(argv: list[str], other: Path, repeats: int, size: int) -> None:
+    """``grunet run`` of this tree vs ``other``, alternating fresh processes; medians."""
+    trees = {"other": other.resolve(), "this": Path(__file__).resolve().parents[1]}
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    for _ in range(repeats):
+        for name, tree in trees.items():
+            rows[name].append(tree_run(tree, argv))
+            wall, cpu = rows[name][-1]
+            print(f"  {name:5s} wall {wall:5.2f} s  CPU {cpu:5.2f} s", flush=True)
+    print(f"\ngrunet run on a {size}² plane, fresh processes, median of {repeats} "
+          f"(other = {other}):")  # fmt: skip
+    for name, values in rows.items():
+        wall = statistics.median(r[0] for r in values)
+        cpu = statistics.median(r[1] for r in values)
+        print(f"  {name:5s} wall {wall:5.2f} s  CPU {cpu:5.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="plane side (px)")
     parser.add_argument("--repeats", type=int, default=4, help="alternating rounds")
+    parser.add_argument("--compare-to", type=Path, help="another checkout to time against")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         image = real_plane(Path(tmp) / "plane.tif", args.size)
         argv = ["run", str(image), "-o", str(Path(tmp) / "out"), "--overwrite", "--device", "cpu"]
+        if args.compare_to is not None:
+            compare_trees(argv, args.compare_to, args.repeats, args.size)
+            return
         results: dict[str, list[tuple[float, float]]] = {"plain sys.exit": [], "console()": []}
         for _ in range(args.repeats):
             for name, console in (("plain sys.exit", False), ("console()", True)):

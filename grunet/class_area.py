@@ -18,6 +18,7 @@ import pandas as pd
 
 from grunet.atomic import atomic_output, check_output_free
 from grunet.errors import InputError
+from grunet.parallel import default_scheduler
 
 CLASS_AREA_COLUMNS = [
     "sample",
@@ -51,7 +52,7 @@ def plane_class_areas(
 
     n = len(class_names)
     flat = da.asarray(class_map).ravel().astype(np.int64)
-    counts = np.asarray(da.bincount(flat, minlength=n).compute())
+    counts = np.asarray(da.bincount(flat, minlength=n).compute(scheduler=default_scheduler()))
     if counts.size > n:
         raise InputError(None, f"class map has value {counts.size - 1}, the model has {n} classes")
     total = int(counts.sum())

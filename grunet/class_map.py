@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from grunet.errors import InputError
+from grunet.parallel import rechunk_method
 from grunet.task import SemanticClass
 
 CLASS_MAP_NAME = "classes"
@@ -131,7 +132,7 @@ def write_class_map(
         raise InputError(
             probs_path, f"has {probs.shape[1]} classes, the model names {len(classes)}"
         )
-    probs = probs.rechunk({1: -1})
+    probs = probs.rechunk({1: -1}, method=rechunk_method())
     dtype = class_map_dtype(len(classes))
     labels = da.map_blocks(
         lambda block: argmax_classes(block, ignore_index, axis=1)[:, None],

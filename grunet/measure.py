@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from grunet.atomic import atomic_output, check_output_free
 from grunet.cellprops import SHAPE_KEYS, region_rows
 from grunet.errors import InputError
-from grunet.parallel import in_order
+from grunet.parallel import in_order, rechunk_method, synchronous_scheduler
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -166,7 +166,7 @@ def iter_plane_rows(
     image = None if image is None else _as_dask(image)
     if block is not None:
         by, bx = (block, block) if np.isscalar(block) else block
-        labels = labels.rechunk((int(by), int(bx)))
+        labels = labels.rechunk((int(by), int(bx)), method=rechunk_method())
     ys, xs = _starts(labels.chunks[0]), _starts(labels.chunks[1])
     grid = list(np.ndindex(len(ys) - 1, len(xs) - 1))
 
@@ -175,7 +175,7 @@ def iter_plane_rows(
         return slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1])
 
     def read(array, sl):
-        return np.asarray(array[sl].compute(scheduler="sync"))
+        return np.asarray(array[sl].compute(scheduler=synchronous_scheduler()))
 
     # pass 1: which ids live in more than one block (4 bytes per cell and block)
     found = list(in_order(lambda ij: _block_ids(read(labels, region(ij))), grid))

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from grunet.errors import InputError
+from grunet.parallel import synchronous_scheduler
 from grunet.scale import ObjectScale, axis_matrix
 
 VIEWS = ("xy", "xz", "yz")
@@ -525,4 +526,4 @@ def segment_volume(
     labels = segment_probabilities(
         probs[None], options=SegmentOptions(**options), block=block, three_d=True
     )
-    return np.asarray(labels[0, 0].compute(scheduler="sync"))
+    return np.asarray(labels[0, 0].compute(scheduler=synchronous_scheduler()))

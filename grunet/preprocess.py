@@ -6,6 +6,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
+from grunet.parallel import default_scheduler, rechunk_method
 from grunet.saturation import saturated_count, stands_apart
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -191,7 +192,8 @@ def targets_from_labels_dask(labels, boundary_width: int = 2):
         {
             a: ensure_minimum_chunksize(halo, labels.chunks[a])
             for a in range(labels.ndim - 2, labels.ndim)
-        }
+        },
+        method=rechunk_method(),
     )
     encoded = labels.map_overlap(
         _encoded_targets, depth=depth, boundary="reflect", dtype=np.uint8, bw=boundary_width
@@ -205,7 +207,9 @@ def targets_from_labels_dask(labels, boundary_width: int = 2):
             _block_plane_offsets(lead_chunks, labels.numblocks),
         )
     ]
-    (sets,) = dask.compute(dask.delayed(_merge_plane_sets)(per_block))
+    (sets,) = dask.compute(
+        dask.delayed(_merge_plane_sets)(per_block), scheduler=default_scheduler()
+    )
     fixes = {}
     for plane, (ids, with_interior, with_core) in sets.items():
         lacking = np.setdiff1d(ids, with_interior)

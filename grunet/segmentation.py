@@ -52,7 +52,7 @@ from scipy.sparse.csgraph import connected_components
 from grunet.atomic import check_output_free, remove_abandoned_temporaries, temporary_sibling
 from grunet.errors import InputError
 from grunet.npyfile import open_npy
-from grunet.parallel import in_order
+from grunet.parallel import default_scheduler, in_order, synchronous_scheduler, threaded_scheduler
 
 UINT32_MAX = np.iinfo(np.uint32).max
 MAX_BLOCK_VOXELS = 2**24  # default 3D blocks (all of Z) are cut in YX to about this many voxels
@@ -337,7 +337,9 @@ class _Scratch:
 def _reader(probs) -> Callable:
     """read(t, zslice, yslice, xslice) -> (3, z, y, x) numpy block of the probabilities."""
     if isinstance(probs, da.Array):
-        return lambda t, z, y, x: np.asarray(probs[t, :, z, y, x].compute(scheduler="sync"))
+        return lambda t, z, y, x: np.asarray(
+            probs[t, :, z, y, x].compute(scheduler=synchronous_scheduler())
+        )
     return lambda t, z, y, x: np.asarray(probs[t, :, z, y, x])
 
 
@@ -745,7 +747,7 @@ def instances_from_probabilities(
         )
     stack = probs[None] if probs.ndim == 4 else probs[None, :, None]
     labels = segment_probabilities(stack, options=options, block=block, three_d=probs.ndim == 4)
-    out = labels.compute(scheduler="threads")[0, 0]
+    out = labels.compute(scheduler=threaded_scheduler())[0, 0]
     return out if probs.ndim == 4 else out[0]
 
 
@@ -769,7 +771,7 @@ def segment_plane(probs, *, chunk_size: int | None = None, **options) -> np.ndar
         raise ValueError(f"probabilities must be (3, Y, X), got shape {tuple(probs.shape)}")
     stack = probs[None, :, None]
     labels = segment_probabilities(stack, options=SegmentOptions(**options), block=chunk_size)
-    return np.asarray(labels[0, 0, 0].compute())
+    return np.asarray(labels[0, 0, 0].compute(scheduler=default_scheduler()))
 
 
 def segment_store(

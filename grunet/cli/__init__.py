@@ -15,6 +15,7 @@ import sys
 import warnings
 
 from grunet import __version__
+from grunet.cli import lean_dask
 from grunet.errors import GrunetError, MetadataWarning
 from grunet.memory import keep_large_buffers_off_heap
 
@@ -86,8 +87,10 @@ def console() -> None:
     torch, dask, zarr and pandas only to free memory the OS takes back anyway (from the end of
     :func:`main` to the process being gone: 0.58 → 0.13 s, ``benchmarks/cli_overhead.py``).
     Files are closed and ``atexit`` handlers still run; outputs are complete before
-    :func:`main` returns (written atomically).
+    :func:`main` returns (written atomically). Before :func:`main`, dask.array is kept from
+    importing integrations grunet does not use (:mod:`grunet.cli.lean_dask`).
     """
+    lean_dask.install()
     code = main()
     gc.freeze()
     sys.exit(code)

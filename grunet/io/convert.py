@@ -18,6 +18,7 @@ from grunet.io.ranges import DEFAULT_PERCENTILES, channel_stats, ranges_from_sta
 from grunet.io.readers import list_scenes, read_image, scene_index
 from grunet.io.stack import ImageStack
 from grunet.io.store import _nonfinite_error, write_image
+from grunet.parallel import default_scheduler
 
 STORE_SUFFIX = ".ome.zarr"
 _STRIP_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", ".npy")
@@ -151,7 +152,7 @@ def check_labels_match(
     if label_stack.dtype.kind not in "ui":
         raise InputError(labels, f"labels must be integers, got {label_stack.dtype}")
     if label_stack.dtype.kind == "i":
-        low = int(label_stack.data.min().compute())
+        low = int(label_stack.data.min().compute(scheduler=default_scheduler()))
         if low < 0:
             raise InputError(labels, f"labels contain negative values (min {low})")
 

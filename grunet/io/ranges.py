@@ -18,6 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from grunet.parallel import default_scheduler, rechunk_method
 from grunet.saturation import saturated_count, stands_apart
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
@@ -212,12 +213,16 @@ def channel_stats(
     callbacks: Sequence = (),
 ) -> dict[int, ChannelStats]:
     """Per-channel :class:`ChannelStats` of a dask array, streamed block by block."""
-    data = data.rechunk({channel_axis: 1})
+    data = data.rechunk({channel_axis: 1}, method=rechunk_method())
     parts = []
     for channel, _size, block in _channel_blocks(data, channel_axis):
         channel_edges = None if edges is None else edges[channel]
         parts.append(dask.delayed(_block_stats_dict)(block, channel, channel_edges, exact))
-    (result,) = dask.compute(tree_reduce(parts, merge_channel_dicts), callbacks=list(callbacks))
+    (result,) = dask.compute(
+        tree_reduce(parts, merge_channel_dicts),
+        scheduler=default_scheduler(),
+        callbacks=list(callbacks),
+    )
     return result
 
 

@@ -49,6 +49,7 @@ from grunet.io.ranges import (
 )
 from grunet.io.readers import ome_attrs, read_ome_zarr
 from grunet.io.stack import PIXEL_SIZE_KEYS, ImageStack, check_dtype
+from grunet.parallel import rechunk_method, threaded_scheduler
 
 MAX_YX_CHUNK = 1024
 IMAGE_PATH = "0"
@@ -97,7 +98,7 @@ def _stream_write(
     Each task reads one block, writes it to its own zarr chunk(s) and returns small statistics;
     the statistics are merged in a tree, so memory stays bounded whatever the image size.
     """
-    data = data.rechunk(target.chunks)
+    data = data.rechunk(target.chunks, method=rechunk_method())
     blocks = data.to_delayed()
     starts = [np.cumsum((0,) + c) for c in data.chunks]
     # Explicit keys and one shared node for the target: tokenizing the zarr array for every
@@ -119,7 +120,7 @@ def _stream_write(
     try:
         (merged,) = dask.compute(
             result,
-            scheduler="threads",
+            scheduler=threaded_scheduler(),
             pool=pool,
             callbacks=progress_callbacks(progress, desc),
         )
@@ -209,7 +210,9 @@ def _write_pyramid(
     for level in range(1, levels + 1):
         source = da.from_zarr(previous)
         y, x = source.shape[-2] // 2 * 2, source.shape[-1] // 2 * 2
-        source = source[..., :y, :x].rechunk((1, 1, 1, MAX_YX_CHUNK, MAX_YX_CHUNK))
+        source = source[..., :y, :x].rechunk(
+            (1, 1, 1, MAX_YX_CHUNK, MAX_YX_CHUNK), method=rechunk_method()
+        )
         down = da.coarsen(np.mean, source, {3: 2, 4: 2})
         if base.dtype.kind in "ui":
             down = da.rint(down)

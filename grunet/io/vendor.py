@@ -27,6 +27,7 @@ from dask.base import tokenize
 
 from grunet.errors import InputError
 from grunet.io.stack import ImageStack, check_dtype, check_shape, default_channel_names
+from grunet.parallel import synchronous_scheduler
 
 EXTRA = "formats"
 INSTALL = f'pip install "grunet[{EXTRA}]"'
@@ -160,7 +161,7 @@ class _Guarded:
     def __getitem__(self, key) -> np.ndarray:
         try:  # synchronous: this already runs inside a worker of the caller's scheduler
             with self.lock:
-                return np.asarray(self.array[key].compute(scheduler="synchronous"))
+                return np.asarray(self.array[key].compute(scheduler=synchronous_scheduler()))
         except Exception as err:
             raise InputError(
                 self.path,
