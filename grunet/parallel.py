@@ -1,4 +1,5 @@
-"""Bounded, ordered thread-pool maps: block-by-block work whose memory does not grow with size."""
+"""Bounded, ordered thread-pool maps (block-by-block work whose memory does not grow with size)
+and the dask schedulers grunet computes with."""
 
 from __future__ import annotations
 
@@ -17,33 +18,35 @@ def default_scheduler() -> Callable | None:
     Asked for its default, dask imports ``distributed`` (0.14 s) to look for an active Client.
     A Client can exist only if ``distributed`` was imported already; otherwise dask's default
     for arrays and delayed work is its threaded scheduler, returned here. With ``distributed``
-    loaded: None (dask decides, so an active Client still runs the work).
+    loaded, or a scheduler set in dask's config: None (dask decides, as without grunet).
     """
-    if "distributed" in sys.modules:
+    if "distributed" in sys.modules or dask.config.get("scheduler", None) is not None:
         return None
-    import dask.threaded
+    from dask import threaded
 
-    return dask.threaded.get
+    return threaded.get
 
 
 def rechunk_method() -> str | None:
     """``method`` for ``Array.rechunk``: "tasks" (dask's choice without a Client) unless
-    ``distributed`` is loaded, where dask decides (and would import it to look for a Client)."""
-    return None if "distributed" in sys.modules else "tasks"
+    ``distributed`` is loaded or dask's config names a method: then dask decides."""
+    if "distributed" in sys.modules or dask.config.get("array.rechunk.method", None):
+        return None
+    return "tasks"
 
 
 def threaded_scheduler() -> Callable:
     """dask's threaded scheduler (``scheduler="threads"``, without the Client lookup)."""
-    import dask.threaded
+    from dask import threaded
 
-    return dask.threaded.get
+    return threaded.get
 
 
 def synchronous_scheduler() -> Callable:
     """dask's single-thread scheduler (``scheduler="sync"``, without the Client lookup)."""
-    import dask.local
+    from dask import local
 
-    return dask.local.get_sync
+    return local.get_sync
 
 
 def workers() -> int:

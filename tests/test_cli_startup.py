@@ -71,3 +71,13 @@ def test_dask_results_are_the_same_with_grunets_schedulers(scheduler):
     x = da.from_array(np.arange(10_000, dtype=np.float64).reshape(100, 100), chunks=17)
     y = (x.rechunk(25) * 2).sum(axis=0)
     np.testing.assert_array_equal(y.compute(scheduler=ours), y.compute(scheduler=scheduler))
+
+
+def test_a_scheduler_set_in_dasks_config_still_decides():
+    import dask
+
+    from grunet.parallel import default_scheduler, rechunk_method
+
+    with dask.config.set(scheduler="synchronous", **{"array.rechunk.method": "tasks"}):
+        assert default_scheduler() is None  # dask picks the configured one, as without grunet
+        assert rechunk_method() is None
