@@ -132,6 +132,9 @@ DEFAULTS: dict = {
     },
     "amp": True,
     "channels_last": True,
+    # exponential moving average of the weights (e.g. 0.998: a half-life of ~350 steps); 0: off.
+    # Validation, best.pt and last.pt then hold the averaged weights (the raw ones resume).
+    "ema_decay": 0.0,
     "seed": 0,
     "threads": None,  # torch.set_num_threads; None leaves torch's default
     "segmentation": {"seed_threshold": 0.5, "foreground_threshold": 0.5},
@@ -497,6 +500,15 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, cfg["warmup_steps"], self.total_steps, cfg["min_lr_fraction"]),
         )
+        self.ema = None
+        if cfg["ema_decay"]:
+            if not 0.0 < cfg["ema_decay"] < 1.0:
+                raise ConfigError(f"ema_decay must be in (0, 1), got {cfg['ema_decay']}")
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]), use_buffers=True
+            )
         self.loss_fn = make_loss(cfg)
         self.rng = np.random.default_rng(cfg["seed"])
         self.sampler = PatchSampler(train, cfg, self.rng)
@@ -519,12 +531,19 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return float(loss.detach())
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network validated and saved: the weights' moving average if enabled."""
+        return self.model if self.ema is None else self.ema.module
 
     def validate(self) -> tuple[dict, float, list[np.ndarray]]:
         probs, losses = [], []
         for s in self.val_samples:
-            p = predict_probabilities(self.model, s.image, self.device, self.cfg["amp"])
+            p = predict_probabilities(self.evaluated, s.image, self.device, self.cfg["amp"])
             probs.append(p)
             logp = torch.from_numpy(np.log(np.clip(p, 1e-7, 1.0)))[None]
             target = torch.from_numpy(s.targets.astype(np.int64))[None]
@@ -618,7 +637,7 @@ class Trainer:
         last = self.history[-1]
         meta["val"] = {k: v for k, v in last.items() if k.startswith("val_")}
         if improved:
-            save_checkpoint(self.out_dir / "best.pt", self.model, jsonable(meta))
+            save_checkpoint(self.out_dir / "best.pt", self.evaluated, jsonable(meta))
         meta["resume"] = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -628,7 +647,12 @@ class Trainer:
             "best": jsonable({k: v for k, v in self.best.items() if k != "metrics"}),
             "best_metrics": json.dumps(jsonable(self.best.get("metrics", {}))),
         }
-        save_checkpoint(self.out_dir / "last.pt", self.model, meta)
+        if self.ema is not None:  # last.pt holds the average; training resumes from the raw
+            meta["resume"]["raw_weights"] = {
+                k: v.detach().cpu() for k, v in self.model.state_dict().items()
+            }
+            meta["resume"]["ema_updates"] = int(self.ema.n_averaged)
+        save_checkpoint(self.out_dir / "last.pt", self.evaluated, meta)
         self.write_log()
         plot_curves(self.history, self.out_dir / "curves.png")
 
@@ -637,7 +661,10 @@ class Trainer:
         state = ckpt.metadata.get("resume")
         if state is None:
             raise ConfigError(f"{self.out_dir / 'last.pt'}: no resume state in checkpoint")
-        self.model.load_state_dict(ckpt.state_dict)
+        self.model.load_state_dict(state.get("raw_weights", ckpt.state_dict))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt.state_dict)
+            self.ema.n_averaged.fill_(int(state.get("ema_updates", 1)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["numpy_rng"]

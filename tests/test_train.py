@@ -102,6 +102,25 @@ def test_resume_after_a_stop_continues_from_the_next_epoch_identically(demo_run,
         assert torch.equal(a["state"][k]["exp_avg"], b["state"][k]["exp_avg"])
 
 
+def test_weight_averaging_saves_the_average_and_resumes_identically(tmp_path):
+    """With ``ema_decay`` best.pt / last.pt hold the weights' moving average (not the raw
+    weights, which last.pt keeps to resume from), and a stopped run resumes to the same
+    average and raw weights as an uninterrupted one."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    train(demo_config(epochs=2, ema_decay=0.9), full, device="cpu")
+    train(demo_config(epochs=2, ema_decay=0.9), stopped, device="cpu", stop_after=1)
+    train(demo_config(epochs=2, ema_decay=0.9), stopped, device="cpu", resume=True)
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(stopped / "last.pt")
+    raw_a, raw_b = a.metadata["resume"]["raw_weights"], b.metadata["resume"]["raw_weights"]
+    for key, value in a.state_dict.items():
+        assert torch.equal(value, b.state_dict[key]), key
+        assert torch.equal(raw_a[key], raw_b[key]), key
+    moved = [k for k, v in a.state_dict.items() if v.is_floating_point()]
+    assert any(not torch.equal(a.state_dict[k], raw_a[k]) for k in moved)  # an average, not raw
+    with pytest.raises(ConfigError, match="ema_decay"):
+        train(demo_config(ema_decay=1.5), tmp_path / "bad", device="cpu")
+
+
 def test_existing_run_needs_resume_and_resume_needs_a_run(demo_run, tmp_path):
     with pytest.raises(ConfigError, match="--resume"):
         train(demo_config(), demo_run, device="cpu")
