@@ -17,8 +17,6 @@ small plane that is the command's fixed cost (imports, model load, scale estimat
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -72,28 +70,17 @@ def one_run(argv: list[str], console: bool) -> tuple[float, float]:
     return end - start, end - float(marks[-1].split()[1])
 
 
-def tree_run(tree: Path, argv: list[str]) -> tuple[float, float]:
-    """(wall, CPU seconds) of ``python -m grunet ARGV`` importing ``tree``'s grunet."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    # From inside the tree: `python -m` puts the working directory first on sys.path.
-    done = subprocess.run([sys.executable, "-m", "grunet", *argv], env=env, cwd=tree,
-                          capture_output=True, text=True)  # fmt: skip
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise SystemExit(f"{tree}: grunet {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
 def compare_trees(argv: list[str], other: Path, repeats: int, size: int) -> None:
     """``grunet run`` of this tree vs ``other``, alternating fresh processes; medians."""
+    from predict_throughput import check_imports_tree, cli_seconds  # beside this script
+
     trees = {"other": other.resolve(), "this": Path(__file__).resolve().parents[1]}
+    for tree in trees.values():
+        check_imports_tree(str(tree))
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     for _ in range(repeats):
         for name, tree in trees.items():
-            rows[name].append(tree_run(tree, argv))
+            rows[name].append(cli_seconds(str(tree), argv))
             wall, cpu = rows[name][-1]
             print(f"  {name:5s} wall {wall:5.2f} s  CPU {cpu:5.2f} s", flush=True)
     print(f"\ngrunet run on a {size}² plane, fresh processes, median of {repeats} "
