@@ -18,7 +18,6 @@ import pandas as pd
 
 from grunet.atomic import atomic_output, check_output_free
 from grunet.errors import InputError
-from grunet.parallel import default_scheduler
 
 CLASS_AREA_COLUMNS = [
     "sample",
@@ -49,6 +48,8 @@ def plane_class_areas(
         [1, 3]
     """
     import dask.array as da
+
+    from grunet.parallel import default_scheduler
 
     n = len(class_names)
     flat = da.asarray(class_map).ravel().astype(np.int64)

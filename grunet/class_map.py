@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from grunet.errors import InputError
-from grunet.parallel import rechunk_method
 from grunet.task import SemanticClass
 
 CLASS_MAP_NAME = "classes"
@@ -126,6 +125,7 @@ def write_class_map(
     import dask.array as da
 
     from grunet.io import read_array, write_labels
+    from grunet.parallel import rechunk_method
 
     probs, probs_attrs = read_array(probs_path, "probs")
     if probs.shape[1] != len(classes):

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from grunet.errors import InputError
-from grunet.parallel import synchronous_scheduler
 from grunet.scale import ObjectScale, axis_matrix
 
 VIEWS = ("xy", "xz", "yz")
@@ -498,6 +497,7 @@ def segment_volume(
         >>> labels = segment_volume(stack, anisotropy=2.0)  # doctest: +SKIP
     """
     from grunet.api import load_model
+    from grunet.parallel import synchronous_scheduler
     from grunet.predict import Predictor
     from grunet.preprocess import normalize_channels, percentile_range
     from grunet.scale import estimate_diameter, resolve_scale

@@ -6,7 +6,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from grunet.parallel import default_scheduler, rechunk_method
 from grunet.saturation import saturated_count, stands_apart
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -184,6 +183,8 @@ def targets_from_labels_dask(labels, boundary_width: int = 2):
     import dask
     import dask.array as da
     from dask.array.overlap import ensure_minimum_chunksize
+
+    from grunet.parallel import default_scheduler, rechunk_method
 
     labels = da.asarray(labels)
     halo = boundary_width + 1

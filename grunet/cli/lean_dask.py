@@ -7,7 +7,7 @@ xarray is installed (bioio, for the vendor formats, brings it). :class:`SkipDuri
 makes those two imports fail *only while dask.array itself initialises*, so dask takes its
 "not installed" branches; imported later, by bioio or anyone else, both load as usual.
 
-Installed by the command line only (:func:`grunet.cli.main`): a Python program that imports
+Installed by the command line only (:func:`grunet.cli.console`): a Python program that imports
 grunet keeps dask's integrations, which its own code may rely on.
 """
 
