@@ -22,9 +22,7 @@ def default_scheduler() -> Callable | None:
     """
     if "distributed" in sys.modules or dask.config.get("scheduler", None) is not None:
         return None
-    from dask import threaded
-
-    return threaded.get
+    return threaded_scheduler()
 
 
 def rechunk_method() -> str | None:

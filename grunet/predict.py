@@ -1205,7 +1205,6 @@ def _predict_block_task(
     target = zarr.open_array(str(Path(out_group) / PROBS_NAME), mode="r+")
     network_shape = scaled_shape(shape, factor)
     windows = len(block.windows)
-    window_shape = None if window_shape is None else tuple(window_shape)
     for done, probs in predictor.run_blocks(
         iter([block]), lambda _: network_shape, prefetch=1, window_shape=window_shape
     ):
