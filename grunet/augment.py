@@ -189,6 +189,21 @@ def intensity(
     return img.astype(np.float32), labels
 
 
+def low_resolution(image: np.ndarray, factor: float) -> np.ndarray:
+    """The patch as a ``factor``× coarser camera records it and grunet then upscales it.
+
+    Shrunk by ``1/factor`` and resized back with :func:`grunet.scale.resample`, the same
+    antialiased linear resampling that prediction applies: nuclei imaged at low magnification
+    (a few px across) reach the network at its object scale, but as blurred as that.
+    """
+    from grunet.scale import resample, scaled_shape
+
+    shape = tuple(int(n) for n in image.shape)
+    coarse = scaled_shape(shape, 1.0 / factor)
+    small = resample(np.asarray(image, np.float32)[None], shape, coarse)
+    return resample(small, coarse, shape)[0]
+
+
 def overexpose(image: np.ndarray, labels: np.ndarray, share: float) -> np.ndarray:
     """The patch as an overexposed camera records it: the brightest ``share`` of its nucleus
     pixels clipped to one value, which becomes the top of the range (1.0), as the percentile

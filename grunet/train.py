@@ -126,6 +126,10 @@ DEFAULTS: dict = {
         # pixels are clipped to one value, the top of the range (a camera past its ceiling)
         "p_saturate": 0.0,
         "saturate_share": [0.02, 0.4],
+        # low magnification: this share of patches is shrunk by a factor drawn log-uniformly
+        # from `lowres_factor` and resized back, as prediction upscales images of tiny nuclei
+        "p_lowres": 0.0,
+        "lowres_factor": [1.5, 4.0],
         # semantic (natural images): random factors in 1 ± these; flip is horizontal only and
         # scale_jitter is the random rescale range before the crop
         "colour_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2},
@@ -382,6 +386,8 @@ class PatchSampler:
         img, lab = augment.intensity(img, lab, a, self.diameter, rng)
         if a["p_saturate"] and rng.random() < a["p_saturate"]:
             img = augment.overexpose(img, lab, rng.uniform(*a["saturate_share"]))
+        if a["p_lowres"] and rng.random() < a["p_lowres"]:
+            img = augment.low_resolution(img, augment.log_uniform(rng, a["lowres_factor"]))
         return img, lab
 
 

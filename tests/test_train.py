@@ -228,6 +228,34 @@ def test_overexposure_clips_the_brightest_nucleus_pixels_to_the_top_of_the_range
     assert overexpose(flat, np.ones((8, 8), int), 0.3) is flat  # nothing bright to clip
 
 
+def test_low_magnification_patches_are_what_prediction_makes_of_tiny_nuclei():
+    """A low-resolution patch is the same crop with the same labels, shrunk and resized back by
+    prediction's own resampling: fine detail gone, brightness kept."""
+    from grunet.scale import resample
+
+    samples = real_train_samples(3)
+    for s in samples:
+        s.scale = 17.0 / s.diameter
+    plain_opts = {"p_intensity": 0.0}
+    low_opts = {**plain_opts, "p_lowres": 1.0, "lowres_factor": [3.0, 3.0]}
+    plain_cfg = load_config(None, {"patch_size": 128, "augment": plain_opts})
+    low_cfg = load_config(None, {"patch_size": 128, "augment": low_opts})
+    for seed in range(4):
+        image, labels = PatchSampler(
+            samples, plain_cfg, np.random.default_rng(seed)
+        ).patch_with_labels()
+        low, low_labels = PatchSampler(
+            samples, low_cfg, np.random.default_rng(seed)
+        ).patch_with_labels()
+        np.testing.assert_array_equal(low_labels, labels)
+        coarse = resample(image[None], (128, 128), (43, 43))
+        np.testing.assert_allclose(low, resample(coarse, (43, 43), (128, 128))[0], atol=1e-6)
+        assert abs(float(low.mean()) - float(image.mean())) < 0.01 * max(float(image.mean()), 1e-3)
+        if image.std() > 0:  # fine detail (second differences) mostly gone
+            detail = np.abs(np.diff(image, 2, axis=1)).mean()
+            assert np.abs(np.diff(low, 2, axis=1)).mean() < 0.5 * detail
+
+
 def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
     """The glow augmentation (dim cell bodies) only brightens, only within its reach of a
     nucleus (at most 1.5 × 1.5 diameters beyond the off-centre nucleus), never far background;
