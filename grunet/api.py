@@ -90,8 +90,9 @@ def segment(
         estimate=lambda: estimate_diameter(predictor, [normalised]).diameter,
         where="image",
     )
-    probs = predictor.predict_plane(normalised, factor=scale.factor)
-    options = predictor.segmentation_options_for(scale)
+    network = predictor.for_factor(scale.factor)  # a low-magnification one for tiny nuclei
+    probs = network.predict_plane(normalised, factor=scale.factor)
+    options = network.segmentation_options_for(scale)
     return segment_plane(probs, chunk_size=chunk_size, **options)
 
 

@@ -60,6 +60,9 @@ class Checkpoint:
     path: Path | None = None
     # a second network that only estimates the object scale (see grunet.scale); None: this one
     scale_model: Checkpoint | None = None
+    # a network for images this one must upscale by ``metadata["min_factor"]`` or more (nuclei
+    # imaged a few px across; see grunet.scale.LOW_MAGNIFICATION); None: this one for all
+    low_magnification_model: Checkpoint | None = None
 
     def build_model(self) -> GRUUNet:
         """The network with these weights, in eval mode on the CPU."""
@@ -97,11 +100,15 @@ def save_checkpoint(
     *,
     overwrite: bool = True,
     scale_model: Checkpoint | None = None,
+    low_magnification_model: Checkpoint | None = None,
+    min_factor: float | None = None,
 ) -> str:
     """Write ``model`` (weights + config) and ``metadata`` atomically; return the file's sha256.
 
     ``scale_model``: a checkpoint whose network estimates the object scale for this one
     (:func:`grunet.scale.estimate_diameter`), stored inside the same file.
+    ``low_magnification_model``: a checkpoint whose network predicts the images this one would
+    upscale by ``min_factor`` or more, stored inside the same file.
 
     Example:
         >>> save_checkpoint("model.pt", GRUUNet(SMALL), {"epochs": 0})  # doctest: +SKIP
@@ -114,19 +121,33 @@ def save_checkpoint(
         "metadata": metadata or {},
     }
     if scale_model is not None:
-        payload["scale_model"] = {
-            "config": scale_model.config.to_dict(),
-            "state_dict": scale_model.state_dict,
-            "metadata": {
-                "object_diameter": scale_model.metadata.get("object_diameter"),
-                "segmentation": scale_model.metadata.get("segmentation") or {},
-                "normalization": scale_model.metadata.get("normalization"),
-                "sha256": scale_model.sha256,
-            },
-        }
+        payload["scale_model"] = _companion(scale_model)
+    if low_magnification_model is not None:
+        if not (min_factor and min_factor > 1):
+            raise ValueError(
+                f"min_factor: a low-magnification model needs one > 1, got {min_factor}"
+            )
+        payload["low_magnification_model"] = _companion(
+            low_magnification_model, min_factor=float(min_factor)
+        )
     with atomic_output(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return file_sha256(path)
+
+
+def _companion(checkpoint: Checkpoint, **extra) -> dict:
+    """The payload of a network stored inside another's checkpoint file."""
+    return {
+        "config": checkpoint.config.to_dict(),
+        "state_dict": checkpoint.state_dict,
+        "metadata": {
+            "object_diameter": checkpoint.metadata.get("object_diameter"),
+            "segmentation": checkpoint.metadata.get("segmentation") or {},
+            "normalization": checkpoint.metadata.get("normalization"),
+            "sha256": checkpoint.sha256,
+            **extra,
+        },
+    }
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
@@ -163,10 +184,15 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
             f"understands ({FORMAT_VERSION}); upgrade grunet"
         )
     checkpoint = _checkpoint(payload, path, hashlib.sha256(data).hexdigest())
-    if isinstance(payload.get("scale_model"), dict):
-        inner = payload["scale_model"]
-        sha = str(inner.get("metadata", {}).get("sha256", ""))
-        checkpoint.scale_model = _checkpoint(inner, path, sha, "scale model")
+    what_low = "low-magnification model"
+    for key, what in (("scale_model", "scale model"), ("low_magnification_model", what_low)):
+        if isinstance(payload.get(key), dict):
+            inner = payload[key]
+            sha = str(inner.get("metadata", {}).get("sha256", ""))
+            setattr(checkpoint, key, _checkpoint(inner, path, sha, what))
+    low = checkpoint.low_magnification_model
+    if low is not None and not float(low.metadata.get("min_factor") or 0) > 1:
+        raise CheckpointError(f"{path}: its {what_low} has no valid min_factor (> 1)")
     return checkpoint
 
 

@@ -423,6 +423,10 @@ class Predictor:
         # the network whose quick passes estimate the object scale (grunet.scale): this one,
         # unless the checkpoint carries a separate scale model
         self.scale_predictor: Predictor = self
+        # the network for images upscaled by ``low_magnification[0]`` or more (for_factor)
+        self.low_magnification: tuple[float, Predictor] | None = None
+        self.role = "model"  # "low_magnification" for that network (provenance)
+        self.network_sha256 = sha256  # of the network itself (a companion's: its own)
         self._std = (0, 0)  # fixed window shape of a compiled run (set per run)
         cfg = getattr(model, "cfg", None)
         self.in_channels = int(cfg.in_channels) if cfg is not None else None
@@ -458,7 +462,36 @@ class Predictor:
                 metadata=scale.metadata,
                 path=scale.path,
             )
+        low = checkpoint.low_magnification_model
+        if low is not None:
+            network = cls(
+                low.build_model(),
+                device=predictor.device,
+                sha256=checkpoint.sha256,
+                metadata={**checkpoint.metadata, **low.metadata},
+                path=checkpoint.path,
+                **options,
+            )
+            network.scale_predictor, network.role = predictor.scale_predictor, "low_magnification"
+            network.network_sha256 = low.sha256
+            predictor.low_magnification = (float(low.metadata["min_factor"]), network)
         return predictor
+
+    def for_factor(self, factor: float) -> Predictor:
+        """The network that predicts images resized by ``factor``: the checkpoint's
+        low-magnification network where it carries one and ``factor`` reaches its
+        ``min_factor`` (nuclei a few px across, upscaled and so blurred), else this one.
+        It takes this predictor's tiling, batch and compile settings."""
+        if self.low_magnification is None or factor < self.low_magnification[0]:
+            return self
+        network = self.low_magnification[1]
+        network.tile, network.halo = self.tile, self.halo
+        network.batch_size, network.fast, network.compile = (
+            self.batch_size,
+            self.fast,
+            self.compile,
+        )
+        return network
 
     @property
     def segmentation_options(self) -> dict[str, float]:
@@ -547,9 +580,13 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """Options for provenance."""
+        network = {}
+        if self.role != "model":
+            network = {"network": self.role, "network_sha256": self.network_sha256}
         return {
             "model_sha256": self.sha256,
             "model_path": None if self.path is None else str(self.path),
+            **network,
             "tile": self.tile,
             "halo": self.halo,
             "batch_size": self.batch_size,
@@ -715,7 +752,8 @@ class Predictor:
         if factor != 1.0:
             shape = image.shape[1:]
             small = resample(image, shape, scaled_shape(shape, factor))
-            probs = self.predict_plane(small, tile=tile, halo=halo, progress=progress)
+            network = self.for_factor(factor)
+            probs = network.predict_plane(small, tile=tile, halo=halo, progress=progress)
             return resample(probs, probs.shape[1:], shape)
         tile, halo = check_tiling(
             self.tile if tile is None else tile, self.halo if halo is None else halo
@@ -1020,6 +1058,7 @@ def predict_store(
             diameter_um,
         )
     factor = scale.factor
+    predictor = predictor.for_factor(factor)
     block = scaled_block_size((cy, cx), predictor.tile, factor, predictor.halo, (n_y, n_x))
     layout = plan_scaled_blocks((n_y, n_x), block, predictor.tile, predictor.halo, factor)
     total_windows = len(planes) * sum(len(b.windows) for b in layout)
@@ -1195,7 +1234,7 @@ def _predict_block_task(
     key = (checkpoint, tuple(sorted(options.items())))
     if key not in _WORKER_PREDICTORS:
         _WORKER_PREDICTORS[key] = _as_predictor(checkpoint, options.pop("device"), **options)
-    predictor = _WORKER_PREDICTORS[key]
+    predictor = _WORKER_PREDICTORS[key].for_factor(factor)
     stack = open_store(image_store)
     ranges = _store_ranges(stack, Path(image_store), predictor)
     source, _ = _image_array(Path(image_store), stack)

@@ -322,6 +322,7 @@ def predict_volume(
         >>> probs = predict_volume(predictor, stack, factor=0.4, anisotropy=1.1)  # doctest: +SKIP
     """
     shape = tuple(int(n) for n in volume.shape[1:])
+    predictor = predictor.for_factor(factor)
     geo = Geometry(shape, factor, anisotropy, predictor.halo)
     out = np.empty((predictor.classes, *shape), np.float32)
 
@@ -430,6 +431,7 @@ def predict_store_3d(
     scale = stack_scale(
         predictor, stack, image_store, source, ranges, channel_index, diameter, diameter_um
     )
+    predictor = predictor.for_factor(scale.factor)
     geo = Geometry((n_z, n_y, n_x), scale.factor, aniso, predictor.halo)
     boxes = plan_boxes(geo.shape, scale.factor, aniso, predictor.halo, tile)
     attrs = {
@@ -522,7 +524,8 @@ def segment_volume(
     probs = predict_volume(
         predictor, normalised, factor=scale.factor, anisotropy=aniso, views=views, combine=combine
     )
-    options = segmentation_options_3d(predictor.segmentation_options, scale, aniso)
+    network = predictor.for_factor(scale.factor)  # the one predict_volume used
+    options = segmentation_options_3d(network.segmentation_options, scale, aniso)
     labels = segment_probabilities(
         probs[None], options=SegmentOptions(**options), block=block, three_d=True
     )

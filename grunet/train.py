@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,9 @@ DEFAULTS: dict = {
         # also score a copy of each val image with cytoplasm glow (augment.glow_level; seeded):
         # best.pt is then picked by a criterion that sees glow, which clean val images lack
         "val_glow": False,
+        # score the val images as a this-times coarser camera records them (augment.low_resolution)
+        # instead of as they are: the criterion of a model meant for low magnification
+        "val_lowres": None,
         "val_fraction": 0.2,  # held-out share when images are given explicitly
         "files": None,  # set by --images/--labels (recorded for provenance)
         "percentiles": list(DEFAULT_PERCENTILES),
@@ -871,6 +874,8 @@ def train(
         cfg["data"]["object_diameter"] = diameter
         train_set = [_with_scale(s, diameter) for s in train_set]
         val = [rescaled(s, diameter, opts) for s in val]
+    if d["val_lowres"]:
+        val = [with_low_resolution(s, float(d["val_lowres"])) for s in val]
     if d["val_glow"]:
         val += with_glow(val, cfg["augment"]["glow_level"], cfg["seed"])
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -925,6 +930,12 @@ def rescaled(sample: Sample, diameter: float, opts: dict) -> Sample:
     )
 
 
+def with_low_resolution(sample: Sample, factor: float) -> Sample:
+    """The sample as a ``factor``× coarser camera records it, resized back (same labels)."""
+    image = augment.low_resolution(sample.image, factor)
+    return replace(sample, name=f"{sample.name}/{factor:g}", image=image)
+
+
 def with_glow(samples: list[Sample], level: Sequence[float], seed: int) -> list[Sample]:
     """Copies of the samples with cytoplasm glow around their nuclei (same labels): a val set
     on which counting glow as dim nuclei costs F1. Seeded, so every epoch sees the same."""
@@ -952,6 +963,8 @@ def export_model(
     command: str,
     notes: dict | None = None,
     scale_model: str | Path | None = None,
+    low_magnification_run: str | Path | None = None,
+    min_factor: float | None = None,
 ) -> dict:
     """Ship a run's ``best.pt`` as a small checkpoint plus a JSON sidecar of its figures.
 
@@ -961,6 +974,9 @@ def export_model(
     ``scale_model``: a checkpoint whose scale estimator (its own scale model, else its network)
     is stored inside ``dest`` and estimates the object scale for it
     (:func:`grunet.scale.estimate_diameter`).
+    ``low_magnification_run``: a run (its ``best.pt``) whose network predicts, instead of this
+    one, the images upscaled by ``min_factor`` (default :data:`grunet.scale.LOW_MAGNIFICATION`)
+    or more; stored inside ``dest`` (:meth:`grunet.predict.Predictor.for_factor`).
 
     Returns:
         The sidecar's content.
@@ -1017,8 +1033,75 @@ def export_model(
             "sha256": scale.sha256,
             "object_diameter": scale.metadata.get("object_diameter"),
         }
+    low = None
+    if low_magnification_run is not None:
+        low, shipped["low_magnification_model"] = _low_magnification(
+            low_magnification_run, meta, min_factor
+        )
+        min_factor = shipped["low_magnification_model"]["min_factor"]
     shipped = jsonable(shipped)
-    sha = save_checkpoint(dest, ckpt.build_model(), shipped, scale_model=scale)
+    sha = save_checkpoint(
+        dest,
+        ckpt.build_model(),
+        shipped,
+        scale_model=scale,
+        low_magnification_model=low,
+        min_factor=min_factor,
+    )
     sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
+    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def _low_magnification(run_dir, meta: dict, min_factor: float | None):
+    """A run's ``best.pt`` as the low-magnification network of a model with ``meta``, and
+    its provenance; refused where it sees other intensities or another object scale."""
+    from grunet.scale import LOW_MAGNIFICATION
+
+    low = load_checkpoint(Path(run_dir) / "best.pt")
+    for key in ("normalization", "object_diameter"):
+        if low.metadata.get(key) != meta.get(key):
+            raise ConfigError(
+                f"{run_dir}: its {key} {low.metadata.get(key)} differs from the model's "
+                f"{meta.get(key)}; it cannot stand in for that model"
+            )
+    info = {
+        "source": str(run_dir),
+        "sha256": low.sha256,
+        "min_factor": float(min_factor or LOW_MAGNIFICATION),
+        "best_epoch": low.metadata.get("epoch"),
+        "val_metrics": low.metadata.get("val_metrics"),
+        "config": low.metadata.get("config"),
+    }
+    return low, info
+
+
+def attach_low_magnification(
+    model: str | Path,
+    run_dir: str | Path,
+    dest: str | Path,
+    *,
+    command: str,
+    min_factor: float | None = None,
+) -> dict:
+    """A shipped checkpoint with a run's network added as its low-magnification network.
+
+    Everything else of ``model`` (weights, metadata, scale model) is kept; ``dest`` gets the
+    new file and its JSON sidecar, which records the addition and ``command``.
+    """
+    base = load_checkpoint(model)
+    low, info = _low_magnification(run_dir, base.metadata, min_factor)
+    meta = {**base.metadata, "low_magnification_model": {**info, "command": command}}
+    meta = jsonable(meta)
+    sha = save_checkpoint(
+        dest,
+        base.build_model(),
+        meta,
+        scale_model=base.scale_model,
+        low_magnification_model=low,
+        min_factor=info["min_factor"],
+    )
+    dest = Path(dest)
+    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **meta}
     dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar

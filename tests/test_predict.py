@@ -7,6 +7,7 @@ import pytest
 import torch
 import zarr
 
+import grunet
 from grunet.checkpoint import SHIPPED_MODEL, load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.model import SMALL, GRUUNet
@@ -110,6 +111,55 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "tiny.pt"
     save_checkpoint(path, GRUUNet(TINY), {"segmentation": {"seed_threshold": 0.6}})
     return path
+
+
+@pytest.fixture
+def two_network_checkpoint(tmp_path):
+    """A checkpoint whose second network predicts images upscaled x2 or more."""
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "low.pt", GRUUNet(TINY), {"segmentation": {"seed_threshold": 0.4}})
+    path = tmp_path / "two.pt"
+    low = load_checkpoint(tmp_path / "low.pt")
+    save_checkpoint(path, GRUUNet(TINY), {}, low_magnification_model=low, min_factor=2.0)
+    return path, tmp_path / "low.pt"
+
+
+def test_low_magnification_network_predicts_what_is_upscaled_past_its_factor(
+    tmp_path, store, two_network_checkpoint
+):
+    """Below min_factor the main network predicts, from it on the stored one, on every path
+    (a plane, a store, the API); the store records which network and its thresholds."""
+    path, low_path = two_network_checkpoint
+    both = Predictor.from_checkpoint(path, device="cpu", compile=False)
+    main = Predictor(load_checkpoint(path).build_model(), device="cpu", compile=False)
+    low = Predictor.from_checkpoint(low_path, device="cpu", compile=False)
+    plane = np.random.default_rng(0).random((1, 80, 70)).astype(np.float32)
+    for factor, network in ((1.0, main), (1.9, main), (2.0, low), (3.0, low)):
+        np.testing.assert_array_equal(
+            both.predict_plane(plane, factor=factor), network.predict_plane(plane, factor=factor)
+        )
+    assert both.for_factor(1.9) is both
+    stored = {}
+    for name, model, diameter in (
+        ("main", path, 17.0),
+        ("low", path, 6.0),
+        ("alone", low_path, 6.0),
+    ):
+        out = predict_store(  # D0 = 17 px: x1 and x2.8
+            store, tmp_path / f"{name}.probs.zarr", model=model, diameter=diameter, progress=False
+        )
+        stored[name] = zarr.open_group(str(out), mode="r")
+    attrs = stored["low"].attrs["grunet"]
+    assert attrs["network"] == "low_magnification"
+    assert attrs["network_sha256"] == load_checkpoint(low_path).sha256
+    assert attrs["model_sha256"] == load_checkpoint(path).sha256
+    assert attrs["segmentation"]["seed_threshold"] == 0.4
+    assert "network" not in stored["main"].attrs["grunet"]
+    np.testing.assert_array_equal(stored["low"]["probs"][:], stored["alone"]["probs"][:])
+    image = zarr.open_array(str(store / "0"), mode="r")[0, :, 0]
+    np.testing.assert_array_equal(
+        grunet.segment(image[0], both, diameter=6.0), grunet.segment(image[0], low, diameter=6.0)
+    )
 
 
 def test_store_probabilities_are_chunk_aligned_float16_with_provenance(
