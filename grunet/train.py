@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +66,6 @@ DEFAULTS: dict = {
         # also score a copy of each val image with cytoplasm glow (augment.glow_level; seeded):
         # best.pt is then picked by a criterion that sees glow, which clean val images lack
         "val_glow": False,
-        # score the val images as a this-times coarser camera records them (augment.low_resolution)
-        # instead of as they are: the criterion of a model meant for low magnification
-        "val_lowres": None,
         "val_fraction": 0.2,  # held-out share when images are given explicitly
         "files": None,  # set by --images/--labels (recorded for provenance)
         "percentiles": list(DEFAULT_PERCENTILES),
@@ -874,8 +871,6 @@ def train(
         cfg["data"]["object_diameter"] = diameter
         train_set = [_with_scale(s, diameter) for s in train_set]
         val = [rescaled(s, diameter, opts) for s in val]
-    if d["val_lowres"]:
-        val = [with_low_resolution(s, float(d["val_lowres"])) for s in val]
     if d["val_glow"]:
         val += with_glow(val, cfg["augment"]["glow_level"], cfg["seed"])
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -928,12 +923,6 @@ def rescaled(sample: Sample, diameter: float, opts: dict) -> Sample:
         diameter=median_diameter(labels),
         scale=1.0,
     )
-
-
-def with_low_resolution(sample: Sample, factor: float) -> Sample:
-    """The sample as a ``factor``× coarser camera records it, resized back (same labels)."""
-    image = augment.low_resolution(sample.image, factor)
-    return replace(sample, name=f"{sample.name}/{factor:g}", image=image)
 
 
 def with_glow(samples: list[Sample], level: Sequence[float], seed: int) -> list[Sample]:
