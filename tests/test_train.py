@@ -418,6 +418,50 @@ def test_exported_scale_model_is_the_one_that_estimates_the_diameter(
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_attached_low_magnification_network_predicts_upscaled_images_only(
+    demo_run, tmp_path, nuclei_timelapse
+):
+    """The shipped model with a run attached as its low-magnification network keeps its own
+    weights and scale estimate; images upscaled past min_factor go to the run's network; a run
+    at another object scale is refused, naming it, and nothing is written."""
+    from grunet.checkpoint import SHIPPED_MODEL, save_checkpoint
+    from grunet.predict import Predictor
+    from grunet.preprocess import normalize_channels
+    from grunet.scale import LOW_MAGNIFICATION, estimate_diameter
+    from grunet.train import attach_low_magnification
+
+    shipped = load_checkpoint(SHIPPED_MODEL)
+    run = tmp_path / "run"
+    run.mkdir()
+    demo = load_checkpoint(demo_run / "best.pt")
+    keys = ("normalization", "object_diameter")
+    save_checkpoint(
+        run / "best.pt",
+        demo.build_model(),
+        {**demo.metadata, **{k: shipped.metadata[k] for k in keys}},
+    )
+    dest = tmp_path / "model.pt"
+    sidecar = attach_low_magnification(SHIPPED_MODEL, run, dest, command="grunet train ...")
+    assert sidecar["low_magnification_model"]["min_factor"] == LOW_MAGNIFICATION
+    assert json.loads(dest.with_suffix(".json").read_text())["sha256"] == sidecar["sha256"]
+    both = Predictor.from_checkpoint(dest, device="cpu", compile=False)
+    alone = Predictor.from_checkpoint(SHIPPED_MODEL, device="cpu", compile=False)
+    low = Predictor.from_checkpoint(run / "best.pt", device="cpu", compile=False)
+    plane = normalize_channels(nuclei_timelapse[5, :128, :128][None].astype("float32"))
+    for factor, expected in ((1.0, alone), (1.5, alone), (LOW_MAGNIFICATION, low)):
+        np.testing.assert_array_equal(
+            both.predict_plane(plane, factor=factor), expected.predict_plane(plane, factor=factor)
+        )
+    assert estimate_diameter(both, [plane]).diameter == estimate_diameter(alone, [plane]).diameter
+    other = tmp_path / "other"
+    other.mkdir()
+    meta = {**demo.metadata, "normalization": shipped.metadata["normalization"]}
+    save_checkpoint(other / "best.pt", demo.build_model(), {**meta, "object_diameter": 30.0})
+    with pytest.raises(ConfigError, match="other: its object_diameter 30.0 differs"):
+        attach_low_magnification(SHIPPED_MODEL, other, tmp_path / "x.pt", command="-")
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
     import torch
 
