@@ -537,10 +537,12 @@ class Predictor:
         )
 
     def describe_scale(self, scale: ObjectScale) -> dict:
-        """The scale for provenance (a semantic model: "not applicable" and its input scale)."""
+        """The scale for provenance (a semantic model: "not applicable" and its input scale;
+        the network that predicted at it, where the low-magnification one did)."""
         if scale.source == NOT_APPLICABLE:
             return {"source": NOT_APPLICABLE, "input_scale": scale.factor}
-        return scale.describe()
+        network = {} if self.role == "model" else {"network": self.role}  # see for_factor
+        return {**scale.describe(), **network}
 
     @property
     def object_diameter(self) -> float:

@@ -504,10 +504,13 @@ def _checkpoint_summary(model: str | Path) -> str:
 
 
 def _diameter(scale) -> str:
-    """'31.2 px (estimated, ×0.61)': the object scale an output was made at."""
+    """'31.2 px (estimated, ×0.61)': the object scale an output was made at (and the
+    low-magnification network, where that predicted)."""
     if not isinstance(scale, dict) or "diameter" not in scale:
         return ""
-    return f"{scale['diameter']:.1f} px ({scale.get('source', '')}, ×{scale.get('factor', 1):.2f})"
+    text = f"{scale['diameter']:.1f} px ({scale.get('source', '')}, ×{scale.get('factor', 1):.2f}"
+    network = ", low-magnification network" if scale.get("network") == "low_magnification" else ""
+    return text + network + ")"
 
 
 def _section_provenance(stores: dict, probs, tables, model, config_files) -> str:

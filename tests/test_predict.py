@@ -154,6 +154,7 @@ def test_low_magnification_network_predicts_what_is_upscaled_past_its_factor(
     assert attrs["network_sha256"] == load_checkpoint(low_path).sha256
     assert attrs["model_sha256"] == load_checkpoint(path).sha256
     assert attrs["segmentation"]["seed_threshold"] == 0.4
+    assert attrs["object_scale"]["network"] == "low_magnification"  # on to labels and tables
     assert "network" not in stored["main"].attrs["grunet"]
     np.testing.assert_array_equal(stored["low"]["probs"][:], stored["alone"]["probs"][:])
     image = zarr.open_array(str(store / "0"), mode="r")[0, :, 0]
