@@ -64,8 +64,15 @@ class Checkpoint:
     # imaged a few px across; see grunet.scale.LOW_MAGNIFICATION); None: this one for all
     low_magnification_model: Checkpoint | None = None
 
+    # the network built while loading (to check the weights fit), handed out by the first
+    # build_model so that loading a model builds each network once
+    _verified: GRUUNet | None = field(default=None, repr=False, compare=False)
+
     def build_model(self) -> GRUUNet:
-        """The network with these weights, in eval mode on the CPU."""
+        """The network with these weights, in eval mode on the CPU (a new one on every call)."""
+        if self._verified is not None:
+            model, self._verified = self._verified, None
+            return model
         model = GRUUNet(self.config)
         try:
             model.load_state_dict(self.state_dict)
@@ -189,15 +196,20 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
         if isinstance(payload.get(key), dict):
             inner = payload[key]
             sha = str(inner.get("metadata", {}).get("sha256", ""))
-            setattr(checkpoint, key, _checkpoint(inner, path, sha, what))
+            # the low-magnification network is built (and checked) when an image needs it
+            verify = key != "low_magnification_model"
+            setattr(checkpoint, key, _checkpoint(inner, path, sha, what, verify))
     low = checkpoint.low_magnification_model
     if low is not None and not float(low.metadata.get("min_factor") or 0) > 1:
         raise CheckpointError(f"{path}: its {what_low} has no valid min_factor (> 1)")
     return checkpoint
 
 
-def _checkpoint(payload: dict, path: Path, sha256: str, what: str = "model") -> Checkpoint:
-    """A verified :class:`Checkpoint` of one network's part of a checkpoint file."""
+def _checkpoint(
+    payload: dict, path: Path, sha256: str, what: str = "model", verify: bool = True
+) -> Checkpoint:
+    """A :class:`Checkpoint` of one network's part of a checkpoint file; ``verify`` builds the
+    network now (else its first build checks that its weights fit)."""
     try:
         config = GRUUNetConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as err:
@@ -209,5 +221,6 @@ def _checkpoint(payload: dict, path: Path, sha256: str, what: str = "model") -> 
         sha256=sha256,
         path=path,
     )
-    checkpoint.build_model()  # reject mismatching weights now, with the file named
+    if verify:  # mismatching weights fail now, with the file named
+        checkpoint._verified = checkpoint.build_model()
     return checkpoint

@@ -423,8 +423,9 @@ class Predictor:
         # the network whose quick passes estimate the object scale (grunet.scale): this one,
         # unless the checkpoint carries a separate scale model
         self.scale_predictor: Predictor = self
-        # the network for images upscaled by ``low_magnification[0]`` or more (for_factor)
-        self.low_magnification: tuple[float, Predictor] | None = None
+        # the network for images upscaled by ``low_magnification[0]`` or more (for_factor;
+        # until first needed, the checkpoint parts it is built from)
+        self.low_magnification: tuple[float, Any] | None = None
         self.role = "model"  # "low_magnification" for that network (provenance)
         self.network_sha256 = sha256  # of the network itself (a companion's: its own)
         self._std = (0, 0)  # fixed window shape of a compiled run (set per run)
@@ -463,18 +464,8 @@ class Predictor:
                 path=scale.path,
             )
         low = checkpoint.low_magnification_model
-        if low is not None:
-            network = cls(
-                low.build_model(),
-                device=predictor.device,
-                sha256=checkpoint.sha256,
-                metadata={**checkpoint.metadata, **low.metadata},
-                path=checkpoint.path,
-                **options,
-            )
-            network.scale_predictor, network.role = predictor.scale_predictor, "low_magnification"
-            network.network_sha256 = low.sha256
-            predictor.low_magnification = (float(low.metadata["min_factor"]), network)
+        if low is not None:  # built when an image first needs it (for_factor)
+            predictor.low_magnification = (float(low.metadata["min_factor"]), (checkpoint, low))
         return predictor
 
     def for_factor(self, factor: float) -> Predictor:
@@ -484,7 +475,19 @@ class Predictor:
         It takes this predictor's tiling, batch and compile settings."""
         if self.low_magnification is None or factor < self.low_magnification[0]:
             return self
-        network = self.low_magnification[1]
+        min_factor, network = self.low_magnification
+        if not isinstance(network, Predictor):  # (checkpoint, its low-magnification part)
+            checkpoint, low = network
+            network = Predictor(
+                low.build_model(),
+                device=self.device,
+                sha256=checkpoint.sha256,
+                metadata={**checkpoint.metadata, **low.metadata},
+                path=checkpoint.path,
+            )
+            network.scale_predictor, network.role = self.scale_predictor, "low_magnification"
+            network.network_sha256 = low.sha256
+            self.low_magnification = (min_factor, network)
         network.tile, network.halo = self.tile, self.halo
         network.batch_size, network.fast, network.compile = (
             self.batch_size,
