@@ -128,3 +128,31 @@ def test_native_bf16_cpus_take_the_bf16_path(monkeypatch, fresh_bf16_check, avx5
     fresh_bf16_check.cache_clear()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # a cap below the bf16 instructions
     assert not fresh_bf16_check()
+
+
+def test_folded_batch_norms_give_the_same_outputs_and_leave_the_model_alone():
+    """The fast path's conv+BN folding on a copy: same fp32 outputs, the caller's network (its
+    weights and its norms) untouched, the copy's weights its own."""
+    from grunet.runtime import fold_batch_norms
+
+    torch.manual_seed(0)
+    model = GRUUNet(SMALL)
+    with torch.no_grad():  # trained-looking running statistics, not the identity at init
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batch_norms(model)
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(2, 1, 96, 96)
+    with torch.no_grad():
+        np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-4)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with torch.no_grad():
+        next(folded.parameters()).add_(1.0)
+    assert torch.equal(next(model.parameters()), before[next(iter(model.state_dict()))])
