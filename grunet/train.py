@@ -1037,7 +1037,12 @@ def export_model(
         low_magnification_model=low,
         min_factor=min_factor,
     )
-    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
+    return _write_sidecar(dest, sha, shipped)
+
+
+def _write_sidecar(dest: Path, sha: str, meta: dict) -> dict:
+    """``dest.json``: the shipped file's name, sha256 and size with its metadata."""
+    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **meta}
     dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
@@ -1090,7 +1095,4 @@ def attach_low_magnification(
         low_magnification_model=low,
         min_factor=info["min_factor"],
     )
-    dest = Path(dest)
-    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **meta}
-    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    return _write_sidecar(Path(dest), sha, meta)

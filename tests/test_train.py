@@ -428,7 +428,7 @@ def test_attached_low_magnification_network_predicts_upscaled_images_only(
     from grunet.predict import Predictor
     from grunet.preprocess import normalize_channels
     from grunet.scale import LOW_MAGNIFICATION, estimate_diameter
-    from grunet.train import attach_low_magnification
+    from grunet.train import attach_low_magnification, export_model
 
     shipped = load_checkpoint(SHIPPED_MODEL)
     run = tmp_path / "run"
@@ -453,6 +453,11 @@ def test_attached_low_magnification_network_predicts_upscaled_images_only(
             both.predict_plane(plane, factor=factor), expected.predict_plane(plane, factor=factor)
         )
     assert estimate_diameter(both, [plane]).diameter == estimate_diameter(alone, [plane]).diameter
+    # a run exported with another run as its low-magnification network (here: itself)
+    exported = tmp_path / "exported.pt"
+    export_model(demo_run, exported, command="-", low_magnification_run=demo_run)
+    exported = Predictor.from_checkpoint(exported, device="cpu", compile=False)
+    assert exported.for_factor(LOW_MAGNIFICATION).describe()["network"] == "low_magnification"
     other = tmp_path / "other"
     other.mkdir()
     meta = {**demo.metadata, "normalization": shipped.metadata["normalization"]}
