@@ -1059,13 +1059,14 @@ def _low_magnification(run_dir, meta: dict, min_factor: float | None):
                 f"{run_dir}: its {key} {low.metadata.get(key)} differs from the model's "
                 f"{meta.get(key)}; it cannot stand in for that model"
             )
-    info = {
+    val = low.metadata.get("val_metrics") or {}
+    info = {  # its full config and metrics stay with the run (best.pt, config.json)
         "source": str(run_dir),
         "sha256": low.sha256,
         "min_factor": float(min_factor or LOW_MAGNIFICATION),
         "best_epoch": low.metadata.get("epoch"),
-        "val_metrics": low.metadata.get("val_metrics"),
-        "config": low.metadata.get("config"),
+        "val_f1_50": val.get("f1_50"),
+        "val_seg": val.get("seg"),
     }
     return low, info
 
