@@ -142,6 +142,14 @@ def save_checkpoint(
     return file_sha256(path)
 
 
+# Networks stored beside the main one: (payload key, name in errors, built and checked at load).
+# The low-magnification network is built, and so checked, when an image first needs it.
+COMPANIONS = (
+    ("scale_model", "scale model", True),
+    ("low_magnification_model", "low-magnification model", False),
+)
+
+
 def _companion(checkpoint: Checkpoint, **extra) -> dict:
     """The payload of a network stored inside another's checkpoint file."""
     return {
@@ -191,17 +199,14 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
             f"understands ({FORMAT_VERSION}); upgrade grunet"
         )
     checkpoint = _checkpoint(payload, path, hashlib.sha256(data).hexdigest())
-    what_low = "low-magnification model"
-    for key, what in (("scale_model", "scale model"), ("low_magnification_model", what_low)):
+    for key, what, verify in COMPANIONS:
         if isinstance(payload.get(key), dict):
             inner = payload[key]
             sha = str(inner.get("metadata", {}).get("sha256", ""))
-            # the low-magnification network is built (and checked) when an image needs it
-            verify = key != "low_magnification_model"
             setattr(checkpoint, key, _checkpoint(inner, path, sha, what, verify))
     low = checkpoint.low_magnification_model
     if low is not None and not float(low.metadata.get("min_factor") or 0) > 1:
-        raise CheckpointError(f"{path}: its {what_low} has no valid min_factor (> 1)")
+        raise CheckpointError(f"{path}: its low-magnification model has no valid min_factor (> 1)")
     return checkpoint
 
 
