@@ -1041,9 +1041,13 @@ def export_model(
 
 
 def _write_sidecar(dest: Path, sha: str, meta: dict) -> dict:
-    """``dest.json``: the shipped file's name, sha256 and size with its metadata."""
+    """``dest.json``: the shipped file's name, sha256 and size with its metadata (atomically,
+    like the checkpoint beside it)."""
+    from grunet.atomic import atomic_output
+
     sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **meta}
-    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    with atomic_output(dest.with_suffix(".json"), overwrite=True) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
 
