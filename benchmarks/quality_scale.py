@@ -1,4 +1,4 @@
-"""Scale robustness: dsb2018_fluo val images resized ×0.33 … ×3, segmented three ways.
+"""Scale robustness: dsb2018_fluo val images resized ×0.33 … ×5, segmented three ways.
 
 Each val image is resized (linear, antialiased; labels nearest neighbour) and segmented with
 ``grunet.segment`` at (a) the automatically estimated diameter, (b) the true diameter (median
@@ -7,7 +7,7 @@ grunet before object scale). Metrics are pooled over the 20 images (see grunet.e
 table prints F1@0.5 and SEG per scale, and the estimate's median ratio to the true diameter;
 ``--json`` also keeps each image's estimate ratio and F1@0.5 at the automatic diameter.
 
-    python benchmarks/quality_scale.py [--model CKPT] [--scales 0.33 0.5 1 2 3] [--json OUT]
+    python benchmarks/quality_scale.py [--model CKPT] [--scales 0.33 0.5 1 2 3 5] [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--scales", type=float, nargs="+", default=[0.33, 0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.33, 0.5, 1.0, 2.0, 3.0, 5.0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write all metrics here")
     args = parser.parse_args()

@@ -254,7 +254,7 @@ def scaled_lengths(options: dict, defaults: dict, ratio: float) -> dict:
 
 CANDIDATE_FACTORS = tuple(2.0 ** (k / 2) for k in range(-6, 7))  # ×0.125 … ×8, steps of √2
 CROP = 256  # network pixels per side at every candidate factor: the estimate's cost is bounded
-MIN_OBJECTS = 3  # fewer whole objects in a crop say nothing about their size
+MIN_OBJECTS = 3  # fewer whole objects in a crop are read only where more give no scale
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
 CLOSEST = 0.7  # without a crossing, objects must come this close to D0 to tell anything
 GROWTH = 1.15  # ...and have grown on the network's grid by this from a coarser factor
@@ -311,7 +311,11 @@ def _whole_object_diameters(labels: np.ndarray, box: Box, shape) -> np.ndarray:
 
 
 def typical_diameter(diameters: np.ndarray) -> float:
-    """The median nucleus diameter of a pass's objects, robust to small pieces (see above)."""
+    """The median nucleus diameter of a pass's objects, robust to small pieces (see above);
+    of fewer than ``MIN_OBJECTS`` objects, their median (a percentile of one or two objects
+    says nothing about a population)."""
+    if diameters.size < MIN_OBJECTS:
+        return float(np.median(diameters))
     return float(np.percentile(diameters, SIZE_PERCENTILE)) / PERCENTILE_OVER_MEDIAN
 
 
@@ -335,10 +339,12 @@ def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float
         crop = np.asarray(plane[:, box[0] : box[1], box[2] : box[3]], dtype=np.float32)
         probs = predictor.predict_plane(resample(crop, size, small), tile=max(small), halo=0)
         diameters = _whole_object_diameters(segment(probs), box, shape)
-        if diameters.size < MIN_OBJECTS:
-            passes.append((factor, float("nan"), int(diameters.size)))
+        if diameters.size == 0:
+            passes.append((factor, float("nan"), 0))
             continue
         passes.append((factor, typical_diameter(diameters) / factor, int(diameters.size)))
+        if diameters.size < MIN_OBJECTS:  # read only where nothing better is found
+            continue
         if crossed:
             break
         crossed = factor * passes[-1][1] >= d0
@@ -392,32 +398,57 @@ def _crossing(passes, d0: float) -> float | None:
     least ``CLOSEST`` and ``s`` grew into it (by ``GROWTH`` from a coarser factor):
     resolved nuclei grow on the network's grid as the factor grows, while noise and texture look
     model-sized at every factor.
+
+    Passes are read with at least ``MIN_OBJECTS`` whole objects first. Where those give no
+    crossing, passes of one or two objects are read the same way before the closest approach:
+    a sparse field (one large nucleus, its background noise upscaled into blobs) shows its
+    nucleus whole at coarse factors and only blobs at fine ones, which never cross.
     """
     passes = _before_specks(passes)
-    valid = []  # (f, D, s, confirmed by the next factor)
+    many = _readable(passes, d0, MIN_OBJECTS)
+    found = _first_crossing(many, d0)
+    if found is None:  # one or two whole objects (a sparse field) where nothing else crosses
+        found = _first_crossing(_readable(passes, d0, 1), d0)
+    return found if found is not None else _closest(many)
+
+
+def _readable(passes, d0: float, min_objects: int) -> list[tuple[float, float, float, bool]]:
+    """(f, D, s, confirmed by the next factor) of the passes with ``min_objects`` or more."""
+    valid = []
     for k, (f, d, n) in enumerate(passes):
-        if n < MIN_OBJECTS or not np.isfinite(d):
+        if n < min_objects or not np.isfinite(d):
             continue
         s = f * d / d0
         after = passes[k + 1] if k + 1 < len(passes) else None
         confirmed = (
             after is not None
-            and after[2] >= MIN_OBJECTS
+            and after[2] >= min_objects
             and bool(np.isfinite(after[1]))
             and after[0] * after[1] / d0 >= SUSTAIN * min(1.0, s)
         )
         valid.append((f, d, s, confirmed))
+    return valid
+
+
+def _first_crossing(valid, d0: float) -> float | None:
+    """Diameter where ``s`` first reaches 1, confirmed, interpolated in log-log."""
     for i, (f, d, s, confirmed) in enumerate(valid):
         if s < 1 or not confirmed:
             continue
         if i == 0:
             return d
         fa, _, sa, _ = valid[i - 1]
+        if sa >= 1:  # the factor before crossed too, unconfirmed: nothing to interpolate from
+            return d
         t = math.log(1 / sa) / math.log(s / sa)
         crossing = math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
         return d0 / crossing
-    # Objects never reach D0 (e.g. textured nuclei the model trims at every factor): the factor
-    # where they come closest to it is the one where the model resolves them best.
+    return None
+
+
+def _closest(valid) -> float | None:
+    """Objects never reach D0 (e.g. textured nuclei the model trims at every factor): the
+    factor where they come closest to it is the one where the model resolves them best."""
     grown = [
         (s, d)
         for i, (_, d, s, confirmed) in enumerate(valid)

@@ -194,22 +194,40 @@ def test_crossing_where_objects_vanish_at_the_next_factor_is_not_taken():
     assert 15 <= _crossing(passes[:-1], 19.18) <= 28
 
 
-def test_specks_of_upscaled_noise_give_no_estimate():
-    """Passes recorded on val image 93c5638e (one nucleus, noisy background) resized ×2: from
-    ×1.41 on, upscaled noise shows ever more specks of 2-6 px, and at ×8 three of them reach
-    D0. One nucleus says nothing about the scale: no estimate (the image is used as it is),
-    not a ×8 upscaling (64× the work, specks counted as cells)."""
+def test_specks_of_upscaled_noise_are_not_taken_for_nuclei():
+    """Passes recorded on val image 93c5638e (one nucleus of 22 px, noisy background) resized
+    ×2: from ×1.41 on, upscaled noise shows ever more specks of 3-8 px, and at ×5.66 one of
+    them reaches D0. The specks never count (they do not cross, and a jump ×3 in their number
+    ends the passes read); the one nucleus, seen whole and keeping its size from ×0.25 to ×1,
+    crosses D0 at ×0.6 and gives the estimate. Without the nucleus: no estimate (the image is
+    used as it is), not a ×8 upscaling (64× the work, specks counted as cells)."""
     from grunet.scale import _crossing
 
     nan = float("nan")
-    passes = [(0.125, nan, 0), (0.177, nan, 0), (0.25, nan, 1), (0.354, nan, 1), (0.5, nan, 1),
-              (0.707, nan, 1), (1.0, 4.4, 3), (1.414, 6.1, 10), (2.0, 4.7, 37), (2.828, 3.6, 33),
-              (4.0, 2.6, 11), (5.657, 1.9, 39), (8.0, 2.4, 3)]  # fmt: skip
-    assert _crossing(passes, 19.18) is None
+    specks = [(1.414, 7.8, 8), (2.0, 5.2, 33), (2.828, 4.2, 39), (4.0, 3.3, 14),
+              (5.657, 27.7, 1), (8.0, nan, 0)]  # fmt: skip
+    nucleus = [(0.25, 35.5, 1), (0.354, 32.1, 1), (0.5, 30.1, 1), (0.707, 29.6, 1),
+               (1.0, 28.7, 1)]  # fmt: skip
+    assert _crossing(nucleus + specks, 17.0) == pytest.approx(29.8, rel=0.05)
+    assert _crossing([(f, nan, 0) for f, _, _ in nucleus] + specks, 17.0) is None
     # resolved nuclei instead grow on the network's grid and are read where they reach D0
     nuclei = [(0.707, nan, 1), (1.0, 7.7, 6), (1.414, 6.7, 13), (2.0, 6.6, 15), (2.828, 6.2, 9),
               (4.0, 6.2, 9)]  # fmt: skip
     assert _crossing(nuclei, 17.0) == pytest.approx(6.2, rel=0.05)
+
+
+def test_a_field_of_one_large_nucleus_is_not_cut_into_specks(predictor):
+    """Val image 93c5638e resized ×5: one nucleus of 56 px in a 1280² field whose background
+    noise, upscaled, looks like small blobs. Fewer than three whole objects per pass used to
+    say nothing, so the estimate took the blobs (10 px) and segmented 6,775 of them (F1@0.5 of
+    the 20 val images at ×5: 0.221; at ×0.33 the same image's one 4 px nucleus was missed).
+    Where passes of many objects find no scale, the one nucleus seen whole at coarse factors
+    gives it: one object, the nucleus (×5 F1@0.5 0.920, benchmarks/quality_scale.py)."""
+    image, labels = resized_annotated(*val_pair("93c5638e"), 5.0)
+    found = estimate_diameter(predictor, [normalize_channels(image[None])]).diameter
+    assert found == pytest.approx(median_diameter(labels), rel=0.5)
+    metrics = evaluate_labels(labels, grunet.segment(image, predictor, diameter=found))
+    assert metrics["n_pred"] <= 2 and metrics["f1_50"] >= 0.6, metrics
 
 
 def test_tiny_nuclei_that_come_apart_when_upscaled_are_not_taken_for_specks():
