@@ -255,6 +255,7 @@ def scaled_lengths(options: dict, defaults: dict, ratio: float) -> dict:
 CANDIDATE_FACTORS = tuple(2.0 ** (k / 2) for k in range(-6, 7))  # ×0.125 … ×8, steps of √2
 CROP = 256  # network pixels per side at every candidate factor: the estimate's cost is bounded
 MIN_OBJECTS = 3  # fewer whole objects in a crop are read only where more give no scale
+STEADY = 1.25  # ...and only if their size in the image holds over 3 factors (see _crossing)
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
 CLOSEST = 0.7  # without a crossing, objects must come this close to D0 to tell anything
 GROWTH = 1.15  # ...and have grown on the network's grid by this from a coarser factor
@@ -402,13 +403,15 @@ def _crossing(passes, d0: float) -> float | None:
     Passes are read with at least ``MIN_OBJECTS`` whole objects first. Where those give no
     crossing, passes of one or two objects are read the same way before the closest approach:
     a sparse field (one large nucleus, its background noise upscaled into blobs) shows its
-    nucleus whole at coarse factors and only blobs at fine ones, which never cross.
+    nucleus whole at coarse factors and only blobs at fine ones, which never cross. There the
+    object must also keep its size in the image over the factors leading to the crossing (a
+    bright background ramp is one "object" whose size changes several-fold between them).
     """
     passes = _before_specks(passes)
     many = _readable(passes, d0, MIN_OBJECTS)
     found = _first_crossing(many, d0)
     if found is None:  # one or two whole objects (a sparse field) where nothing else crosses
-        found = _first_crossing(_readable(passes, d0, 1), d0)
+        found = _first_crossing(_readable(passes, d0, 1), d0, steady=True)
     return found if found is not None else _closest(many)
 
 
@@ -430,11 +433,20 @@ def _readable(passes, d0: float, min_objects: int) -> list[tuple[float, float, f
     return valid
 
 
-def _first_crossing(valid, d0: float) -> float | None:
-    """Diameter where ``s`` first reaches 1, confirmed, interpolated in log-log."""
+def _first_crossing(valid, d0: float, steady: bool = False) -> float | None:
+    """Diameter where ``s`` first reaches 1, confirmed, interpolated in log-log.
+
+    ``steady``: only if the objects kept their size in the image (within ``STEADY``) over the
+    crossing pass and the two before it, as a nucleus does; a smooth background ramp seen as
+    one object grows or shrinks several-fold from one factor to the next.
+    """
     for i, (f, d, s, confirmed) in enumerate(valid):
         if s < 1 or not confirmed:
             continue
+        if steady:
+            sizes = [v[1] for v in valid[max(0, i - 2) : i + 1]]
+            if i < 2 or max(sizes) > STEADY * min(sizes):
+                return None
         if i == 0:
             return d
         fa, _, sa, _ = valid[i - 1]

@@ -198,9 +198,10 @@ def test_specks_of_upscaled_noise_are_not_taken_for_nuclei():
     """Passes recorded on val image 93c5638e (one nucleus of 22 px, noisy background) resized
     ×2: from ×1.41 on, upscaled noise shows ever more specks of 3-8 px, and at ×5.66 one of
     them reaches D0. The specks never count (they do not cross, and a jump ×3 in their number
-    ends the passes read); the one nucleus, seen whole and keeping its size from ×0.25 to ×1,
-    crosses D0 at ×0.6 and gives the estimate. Without the nucleus: no estimate (the image is
-    used as it is), not a ×8 upscaling (64× the work, specks counted as cells)."""
+    ends the passes read); the one nucleus, seen whole and keeping its size from ×0.25 to ×1
+    (within ``STEADY``), crosses D0 at ×0.6 and gives the estimate. Without the nucleus: no
+    estimate (the image is used as it is), not a ×8 upscaling (64× the work, specks counted as
+    cells)."""
     from grunet.scale import _crossing
 
     nan = float("nan")
@@ -210,6 +211,13 @@ def test_specks_of_upscaled_noise_are_not_taken_for_nuclei():
                (1.0, 28.7, 1)]  # fmt: skip
     assert _crossing(nucleus + specks, 17.0) == pytest.approx(29.8, rel=0.05)
     assert _crossing([(f, nan, 0) for f, _, _ in nucleus] + specks, 17.0) is None
+    # one "object" that changes size several-fold between factors is no nucleus: passes of val
+    # image 20468e87 (nuclei of 8 px) under a background ramp of half the nuclei's brightness,
+    # whose bright corner is one object at ×0.125-×0.25 (read as 124 px without this check)
+    ramp = [(0.125, 115.9, 2), (0.177, 130.0, 1), (0.25, 162.9, 1), (0.354, 37.1, 2),
+            (0.5, 14.8, 7), (0.707, 11.1, 11), (1.0, 10.5, 16), (1.414, 7.8, 4),
+            (2.0, nan, 0)]  # fmt: skip
+    assert _crossing(ramp, 19.18) is None
     # resolved nuclei instead grow on the network's grid and are read where they reach D0
     nuclei = [(0.707, nan, 1), (1.0, 7.7, 6), (1.414, 6.7, 13), (2.0, 6.6, 15), (2.828, 6.2, 9),
               (4.0, 6.2, 9)]  # fmt: skip
