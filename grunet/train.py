@@ -126,6 +126,14 @@ DEFAULTS: dict = {
         # pixels are clipped to one value, the top of the range (a camera past its ceiling)
         "p_saturate": 0.0,
         "saturate_share": [0.02, 0.4],
+        # uneven background: this share of patches gets a smooth additive ramp up to a level
+        # drawn from [0, background_level] × the patch's signal (99th percentile)
+        "p_background": 0.0,
+        "background_level": 0.6,
+        # photon noise: this share of patches is recorded as if its signal (99th percentile)
+        # had collected a number of photons drawn log-uniformly from `shot_photons`
+        "p_shot": 0.0,
+        "shot_photons": [10.0, 300.0],
         # low magnification: this share of patches is shrunk by a factor drawn log-uniformly
         # from `lowres_factor` and resized back, as prediction upscales images of tiny nuclei
         "p_lowres": 0.0,

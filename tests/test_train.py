@@ -256,6 +256,43 @@ def test_low_magnification_patches_are_what_prediction_makes_of_tiny_nuclei():
             assert np.abs(np.diff(low, 2, axis=1)).mean() < 0.5 * detail
 
 
+def test_photon_noise_grows_with_brightness_and_keeps_the_image(nuclei_timelapse):
+    """Photon noise as a dim exposure records it: at N photons for the signal level a pixel of
+    that level varies by signal/sqrt(N), background pixels by less, and every region keeps
+    its mean brightness (the image is not darkened or brightened)."""
+    from grunet.augment import shot_noise
+    from grunet.preprocess import normalize_channels
+
+    frame = normalize_channels(nuclei_timelapse[3][None].astype(np.float32))[0]
+    signal = float(np.percentile(frame, 99))
+    flat = np.full((256, 256), signal, np.float32)
+    noisy = shot_noise(flat, signal, 20.0, np.random.default_rng(0))
+    assert float(noisy.std()) == pytest.approx(signal / math.sqrt(20.0), rel=0.05)
+    assert float(noisy.mean()) == pytest.approx(signal, rel=0.01)
+    noisy = shot_noise(frame, signal, 20.0, np.random.default_rng(1))
+    bright, dark = frame > 0.5 * signal, frame < 0.05 * signal
+    residual = noisy - frame
+    assert residual[bright].std() > 2 * residual[dark].std()
+    for region in (bright, dark):
+        assert abs(float(residual[region].mean())) < 0.01 * signal
+
+
+def test_uneven_background_is_a_smooth_ramp_up_to_its_level():
+    """The uneven-background augmentation only adds, up to its level, and is smooth (a ramp: no
+    structure a nucleus could be mistaken for); across patches it covers flat and steep."""
+    from grunet.augment import smooth_background
+
+    rng = np.random.default_rng(2)
+    spans = []
+    for _ in range(20):
+        ramp = smooth_background((128, 96), 0.4, rng)
+        assert ramp.min() >= 0 and ramp.max() == pytest.approx(0.4, abs=1e-6)
+        assert np.abs(np.diff(ramp, 2, axis=0)).max() < 1e-4  # linear: no curvature
+        assert np.abs(np.diff(ramp, 2, axis=1)).max() < 1e-4
+        spans.append(float(ramp.max() - ramp.min()))
+    assert min(spans) < 0.1 and max(spans) > 0.3
+
+
 def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
     """The glow augmentation (dim cell bodies) only brightens, only within its reach of a
     nucleus (at most 1.5 × 1.5 diameters beyond the off-centre nucleus), never far background;
