@@ -214,7 +214,7 @@ def shot_noise(image: np.ndarray, signal: float, photons: float, rng) -> np.ndar
     """Photon (Poisson) noise of an image whose ``signal`` level collected ``photons``.
 
     Noise that grows with brightness, as a camera records a dim exposure: at 20 photons a
-    nucleus varies by ±22 % from pixel to pixel and its background by about half that. The
+    nucleus varies by ±22 % from pixel to pixel and a dark background by a quarter of that. The
     image keeps its scale.
     """
     per_unit = photons / max(signal, 1e-6)
