@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from grunet import augment
-from grunet.checkpoint import load_checkpoint, save_checkpoint
+from grunet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.evaluate import image_counts, jsonable, summarize
 from grunet.model import GRUUNet, preset
@@ -1017,19 +1017,7 @@ def export_model(
     }
     scale = None
     if scale_model is not None:
-        source = load_checkpoint(scale_model)
-        scale = source.scale_model or source  # the network that checkpoint estimates scale with
-        theirs = scale.metadata.get("normalization") or source.metadata.get("normalization")
-        if theirs and theirs != meta["normalization"]:  # it sees planes normalised for ours
-            raise ConfigError(
-                f"{scale_model}: its normalisation {theirs} differs from the run's "
-                f"{meta['normalization']}; it cannot estimate the scale for this model"
-            )
-        shipped["scale_model"] = {
-            "source": str(scale_model),
-            "sha256": scale.sha256,
-            "object_diameter": scale.metadata.get("object_diameter"),
-        }
+        scale, shipped["scale_model"] = _scale_network(scale_model, meta["normalization"])
     low = None
     if low_magnification_run is not None:
         low, shipped["low_magnification_model"] = _low_magnification(
@@ -1046,6 +1034,51 @@ def export_model(
         min_factor=min_factor,
     )
     return _write_sidecar(dest, sha, shipped)
+
+
+def _scale_network(path: str | Path, normalization) -> tuple[Checkpoint, dict]:
+    """The network a checkpoint estimates the object scale with (its own scale model, else
+    its network) and its provenance; refused where it sees other intensities than a model
+    normalised by ``normalization`` hands it."""
+    source = load_checkpoint(path)
+    scale = source.scale_model or source
+    theirs = scale.metadata.get("normalization") or source.metadata.get("normalization")
+    if theirs and theirs != normalization:
+        raise ConfigError(
+            f"{path}: its normalisation {theirs} differs from the model's {normalization}; "
+            "it cannot estimate the scale for this model"
+        )
+    info = {
+        "source": str(path),
+        "sha256": scale.sha256,
+        "object_diameter": scale.metadata.get("object_diameter"),
+    }
+    return scale, info
+
+
+def attach_scale_model(
+    model: str | Path, scale_model: str | Path, dest: str | Path, *, command: str
+) -> dict:
+    """A shipped checkpoint whose object scale is estimated by another network.
+
+    ``scale_model``: a checkpoint (e.g. a run's ``best.pt`` or ``last.pt``) whose scale model,
+    else its network, runs the estimate's passes (:func:`grunet.scale.estimate_diameter`).
+    Everything else of ``model`` (weights, metadata, low-magnification network) is kept;
+    ``dest`` gets the new file and its JSON sidecar, which records the change and ``command``.
+    """
+    base = load_checkpoint(model)
+    scale, info = _scale_network(scale_model, base.metadata.get("normalization"))
+    meta = jsonable({**base.metadata, "scale_model": {**info, "command": command}})
+    low = base.low_magnification_model
+    sha = save_checkpoint(
+        dest,
+        base.build_model(),
+        meta,
+        scale_model=scale,
+        low_magnification_model=low,
+        min_factor=low.metadata["min_factor"] if low is not None else None,
+    )
+    return _write_sidecar(Path(dest), sha, meta)
 
 
 def _write_sidecar(dest: Path, sha: str, meta: dict) -> dict:

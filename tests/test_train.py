@@ -504,6 +504,45 @@ def test_attached_low_magnification_network_predicts_upscaled_images_only(
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_attached_scale_model_runs_the_estimate_and_nothing_else(tmp_path, nuclei_timelapse):
+    """The shipped model with another network attached as its scale model (here its own main
+    network, stored alone): the estimate's passes are that network's, no longer the shipped
+    scale model's; predictions and the low-magnification network stay the shipped model's; a
+    network normalised otherwise is refused, naming it, and nothing is written."""
+    from grunet.checkpoint import SHIPPED_MODEL, save_checkpoint
+    from grunet.predict import Predictor
+    from grunet.preprocess import normalize_channels
+    from grunet.scale import LOW_MAGNIFICATION, estimate_diameter
+    from grunet.train import attach_scale_model
+
+    shipped = load_checkpoint(SHIPPED_MODEL)
+    scale = tmp_path / "scale.pt"
+    save_checkpoint(scale, shipped.build_model(), shipped.metadata)  # no scale model inside
+    dest = tmp_path / "model.pt"
+    sidecar = attach_scale_model(SHIPPED_MODEL, scale, dest, command="grunet train ...")
+    assert sidecar["scale_model"]["command"] == "grunet train ..."
+    assert json.loads(dest.with_suffix(".json").read_text())["sha256"] == sidecar["sha256"]
+    attached = Predictor.from_checkpoint(dest, device="cpu", compile=False)
+    alone = Predictor.from_checkpoint(SHIPPED_MODEL, device="cpu", compile=False)
+    scale_alone = Predictor.from_checkpoint(scale, device="cpu", compile=False)
+    plane = normalize_channels(nuclei_timelapse[5][None].astype("float32"))
+    passes = np.array(estimate_diameter(attached, [plane]).passes[0])
+    np.testing.assert_array_equal(passes, estimate_diameter(scale_alone, [plane]).passes[0])
+    before = np.array(estimate_diameter(alone, [plane]).passes[0])
+    assert passes.shape != before.shape or not np.allclose(passes, before, equal_nan=True)
+    crop = plane[:, :128, :128]
+    for factor in (1.0, LOW_MAGNIFICATION):
+        np.testing.assert_array_equal(
+            attached.predict_plane(crop, factor=factor), alone.predict_plane(crop, factor=factor)
+        )
+    other = tmp_path / "other.pt"
+    meta = {**shipped.metadata, "normalization": {"percentiles": [0.0, 100.0]}}
+    save_checkpoint(other, shipped.build_model(), meta)
+    with pytest.raises(ConfigError, match="other.pt: its normalisation"):
+        attach_scale_model(SHIPPED_MODEL, other, tmp_path / "x.pt", command="-")
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
     import torch
 
