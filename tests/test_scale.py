@@ -482,7 +482,7 @@ DEMO_COUNTS = {0: 15, 14: 14, 29: 14}
     strict=True,
     reason="the demo's cells glow dimly around their bright nuclei. The shipped stage 5, trained "
     "with cell-body glow and nucleoli augmentation, no longer takes whole cells for nuclei "
-    "(stage 3: 80 / 45 / 42 objects on frames 0 / 14 / 29) but still counts 26 / 29 / 25 "
+    "(stage 3: 80 / 45 / 42 objects on frames 0 / 14 / 29) but still counts 25 / 27 / 22 per frame "
     "(24 / 28 / 25 at the true 35 px): cytoplasm crescents beside some nuclei and mitotic "
     "nuclei split (issue 13, open)",
 )
