@@ -45,7 +45,7 @@ def degrade(image: np.ndarray, condition: str, rng: np.random.Generator) -> np.n
         return image
     if condition.startswith("photons"):
         photons = float(condition.removeprefix("photons"))
-        scaled = np.clip(image - image.min(), 0, None) / max(top - float(image.min()), 1e-6)
+        scaled = (image - image.min()) / max(top - float(image.min()), 1e-6)
         return rng.poisson(scaled * photons + 2.0).astype(np.float32)
     if condition.startswith("ramp"):
         amplitude = float(condition.removeprefix("ramp"))
@@ -76,8 +76,6 @@ def main() -> None:
         ratios, missed, started = [], [], time.perf_counter()
         for image_id in ids:
             image = tifffile.imread(root / "images" / f"{image_id}.tif").astype(np.float32)
-            if image.ndim == 3:  # RGB(A) copies of a grey image
-                image = image[..., :3].mean(-1)
             labels = tifffile.imread(root / "labels" / f"{image_id}.tif")
             image = degrade(image, condition, rng)
             truth = median_diameter(labels)

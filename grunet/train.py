@@ -1068,15 +1068,22 @@ def attach_scale_model(
     """
     base = load_checkpoint(model)
     scale, info = _scale_network(scale_model, base.metadata.get("normalization"))
-    meta = jsonable({**base.metadata, "scale_model": {**info, "command": command}})
     low = base.low_magnification_model
+    min_factor = low.metadata["min_factor"] if low is not None else None
+    return _resave(base, dest, "scale_model", {**info, "command": command}, scale, low, min_factor)
+
+
+def _resave(base: Checkpoint, dest, key: str, info: dict, scale, low, min_factor) -> dict:
+    """``base``'s network and metadata saved to ``dest`` with these companion networks, the
+    provenance of the one replaced (``key``: ``info``) in its metadata, and the sidecar."""
+    meta = jsonable({**base.metadata, key: info})
     sha = save_checkpoint(
         dest,
         base.build_model(),
         meta,
         scale_model=scale,
         low_magnification_model=low,
-        min_factor=low.metadata["min_factor"] if low is not None else None,
+        min_factor=min_factor,
     )
     return _write_sidecar(Path(dest), sha, meta)
 
@@ -1131,14 +1138,7 @@ def attach_low_magnification(
     """
     base = load_checkpoint(model)
     low, info = _low_magnification(run_dir, base.metadata, min_factor)
-    meta = {**base.metadata, "low_magnification_model": {**info, "command": command}}
-    meta = jsonable(meta)
-    sha = save_checkpoint(
-        dest,
-        base.build_model(),
-        meta,
-        scale_model=base.scale_model,
-        low_magnification_model=low,
-        min_factor=info["min_factor"],
+    info = {**info, "command": command}
+    return _resave(
+        base, dest, "low_magnification_model", info, base.scale_model, low, info["min_factor"]
     )
-    return _write_sidecar(Path(dest), sha, meta)
