@@ -8,6 +8,7 @@ table prints F1@0.5 and SEG per scale, and the estimate's median ratio to the tr
 ``--json`` also keeps each image's estimate ratio and F1@0.5 at the automatic diameter.
 
     python benchmarks/quality_scale.py [--model CKPT] [--scales 0.33 0.5 1 2 3 5] [--json OUT]
+        [--augment]
 """
 
 from __future__ import annotations
@@ -37,14 +38,20 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.33, 0.5, 1.0, 2.0, 3.0, 5.0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write all metrics here")
+    parser.add_argument(
+        "--augment", action="store_true", help="test-time augmentation (mirror images)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.data)
     manifest = pd.read_csv(root / "manifest.csv")
     ids = sorted(manifest.loc[manifest["split"] == "val", "id"].astype(str))
-    model = grunet.load_model(args.model, device="cpu")
+    model = grunet.load_model(args.model, device="cpu", augment=args.augment)
     d0 = model.object_diameter
-    print(f"{len(ids)} val images of {root}; model {model.path} ({model.sha256[:12]}), D0 {d0:.2f}")
+    print(
+        f"{len(ids)} val images of {root}; model {model.path} ({model.sha256[:12]}), D0 {d0:.2f}"
+        f"{', test-time augmentation' if args.augment else ''}"
+    )
     header = "scale  F1@.5 auto / true / none    SEG auto / true / none    est/true  s/img"
     print(header)
     results = {}

@@ -6,6 +6,7 @@ instances, chunked, for stores) is the module :mod:`grunet.segmentation`.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from grunet.errors import InputError
 
 
-def load_model(path: str | Path | None = None, *, device: str = "auto"):
+def load_model(path: str | Path | None = None, *, device: str = "auto", augment: bool = False):
     """A ready predictor for a checkpoint or a shipped model.
 
     Args:
@@ -21,6 +22,7 @@ def load_model(path: str | Path | None = None, *, device: str = "auto"):
             "dsb2018": the nuclei instance model, "camvid": the 11-class street-scene semantic
             model), or None for the nuclei model.
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda" or "mps".
+        augment: test-time augmentation, each prediction averaged with its mirror images'.
 
     Returns:
         A :class:`grunet.predict.Predictor`.
@@ -32,7 +34,7 @@ def load_model(path: str | Path | None = None, *, device: str = "auto"):
     from grunet.checkpoint import load_checkpoint
     from grunet.predict import Predictor
 
-    return Predictor.from_checkpoint(load_checkpoint(path), device=device)
+    return Predictor.from_checkpoint(load_checkpoint(path), device=device, augment=augment)
 
 
 def segment(
@@ -41,6 +43,7 @@ def segment(
     *,
     chunk_size: int | None = None,
     diameter: float | None = None,
+    augment: bool | None = None,
 ) -> np.ndarray:
     """Instance labels (uint32, 0 = background) of one 2D ``(Y, X)`` or ``(C, Y, X)`` image;
     for a semantic model (e.g. ``"camvid"``) its class map instead.
@@ -54,6 +57,9 @@ def segment(
         diameter: typical nucleus diameter in the image, px. The image is resized so that its
             nuclei have the model's diameter; None estimates it from the image
             (:func:`grunet.scale.estimate_diameter`). Labels are always on the image's grid.
+        augment: average the predictions of the image and its mirror images (4 forward
+            passes, see :attr:`grunet.predict.Predictor.mirrors`); None keeps the model's
+            setting (off unless ``load_model(augment=True)``).
 
     Returns:
         ``(Y, X)`` uint32 labels; for a semantic model a ``(Y, X)`` class map (values 0..N-1,
@@ -69,6 +75,9 @@ def segment(
     from grunet.segmentation import segment_plane
 
     predictor = model if isinstance(model, Predictor) else load_model(model)
+    if augment is not None and bool(augment) != predictor.augment:
+        predictor = copy.copy(predictor)  # the caller's predictor keeps its setting
+        predictor.augment = bool(augment)
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[None]

@@ -47,7 +47,15 @@ from tqdm import tqdm
 
 from grunet import __version__
 from grunet.errors import CheckpointError, ConfigError, InputError
-from grunet.runtime import PreparedModel, prepare_model, select_device, should_compile
+from grunet.runtime import (
+    LEFT_RIGHT_MIRRORS,
+    MIRRORS,
+    NO_MIRRORS,
+    PreparedModel,
+    prepare_model,
+    select_device,
+    should_compile,
+)
 from grunet.scale import (
     FALLBACK_OBJECT_DIAMETER,
     ObjectScale,
@@ -409,6 +417,7 @@ class Predictor:
         tile: int = DEFAULT_TILE,
         halo: int = DEFAULT_HALO,
         batch_size: int = 1,
+        augment: bool = False,
     ):
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.model = model
@@ -419,6 +428,8 @@ class Predictor:
         self.path = None if path is None else Path(path)
         self.tile, self.halo = check_tiling(tile, halo)
         self.batch_size = check_positive("batch_size", batch_size)
+        # average the predictions of each window and its mirror images (see ``mirrors``)
+        self.augment = bool(augment)
         self._prepared: PreparedModel | None = None
         # the network whose quick passes estimate the object scale (grunet.scale): this one,
         # unless the checkpoint carries a separate scale model
@@ -489,10 +500,11 @@ class Predictor:
             network.network_sha256 = low.sha256
             self.low_magnification = (min_factor, network)
         network.tile, network.halo = self.tile, self.halo
-        network.batch_size, network.fast, network.compile = (
+        network.batch_size, network.fast, network.compile, network.augment = (
             self.batch_size,
             self.fast,
             self.compile,
+            self.augment,
         )
         return network
 
@@ -595,8 +607,21 @@ class Predictor:
             "tile": self.tile,
             "halo": self.halo,
             "batch_size": self.batch_size,
+            "augment": len(self.mirrors),
             **(self._prepared.describe() if self._prepared else {"device": str(self.device)}),
         }
+
+    @property
+    def mirrors(self) -> tuple[tuple[int, ...], ...]:
+        """Flips whose predictions are averaged: the image alone, or with ``augment`` its
+        mirror images (micrographs: left-right, up-down and both; scenes: left-right only).
+
+        Test-time augmentation costs one forward pass per flip; measured on the val split it
+        lifts F1@0.5 by about 0.01 (README, "Test-time augmentation").
+        """
+        if not self.augment:
+            return NO_MIRRORS
+        return LEFT_RIGHT_MIRRORS if self.semantic else MIRRORS
 
     def check_channels(self, channels: int, where: str | Path | None) -> None:
         """Refuse an image whose channel count differs from the network's, naming both."""
@@ -636,7 +661,7 @@ class Predictor:
         batch = torch.from_numpy(np.ascontiguousarray(np.stack(inputs)))
         if prepared.device.type == "cuda":
             batch = batch.pin_memory()
-        return prepared.probabilities(batch).cpu().numpy()
+        return prepared.probabilities(batch, self.mirrors).cpu().numpy()
 
     def _run_windows(self, prepared, work: list, shape_of) -> None:
         """Run (block, window) pairs grouped by window shape; blend into their blocks."""
@@ -983,6 +1008,7 @@ def predict_store(
     channels: list[str | int] | None = None,
     diameter: float | None = None,
     diameter_um: float | None = None,
+    augment: bool | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -1016,6 +1042,8 @@ def predict_store(
             (default: all; or the checkpoint's training channels where it names them).
         diameter: typical nucleus diameter in the image, px (None: ``diameter_um`` or estimate).
         diameter_um: typical nucleus diameter in micrometres (needs the store's pixel size).
+        augment: average each window's predictions with its mirror images' (4 passes; see
+            :attr:`Predictor.mirrors`); None keeps the predictor's setting (off by default).
         overwrite: replace an existing ``out_path``.
         progress: progress bar over tiles on stderr.
 
@@ -1045,6 +1073,8 @@ def predict_store(
         predictor.batch_size = check_positive("batch_size", batch_size)
     elif predictor.device.type == "cuda" and not isinstance(model, Predictor):
         predictor.batch_size = 4
+    if augment is not None:
+        predictor.augment = bool(augment)
     stack = open_store(image_store)
     n_t, n_c, n_z, n_y, n_x = stack.shape
     channel_index = select_channels(channels, stack.channel_names, image_store, predictor)
@@ -1292,6 +1322,7 @@ def _predict_distributed(
         "halo": predictor.halo,
         "batch_size": predictor.batch_size,
         "compile": predictor.compile,
+        "augment": predictor.augment,
     }
     boxes = [
         (y0, min(y0 + block[0], n_y), x0, min(x0 + block[1], n_x))

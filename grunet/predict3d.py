@@ -372,6 +372,7 @@ def predict_store_3d(
     channels: list[str | int] | None = None,
     diameter: float | None = None,
     diameter_um: float | None = None,
+    augment: bool | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -391,8 +392,8 @@ def predict_store_3d(
             probabilities are combined (:func:`combine_views`).
         tile: YX block size in stack px (default: the largest whose window fits
             ``MAX_WINDOW_VOXELS``).
-        batch_size, device, threads, channels, diameter, diameter_um, overwrite, progress:
-            as :func:`grunet.predict.predict_store`.
+        batch_size, device, threads, channels, diameter, diameter_um, augment, overwrite,
+            progress: as :func:`grunet.predict.predict_store`.
 
     Returns:
         ``out_path``.
@@ -422,6 +423,8 @@ def predict_store_3d(
     predictor = _as_predictor(model, device)
     if batch_size is not None:
         predictor.batch_size = check_positive("batch_size", batch_size)
+    if augment is not None:
+        predictor.augment = bool(augment)
     stack = open_store(image_store)
     n_t, _, n_z, n_y, n_x = stack.shape
     channel_index = select_channels(channels, stack.channel_names, image_store, predictor)

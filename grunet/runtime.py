@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,11 @@ from torch import nn
 from grunet.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+NO_MIRRORS: tuple[tuple[int, ...], ...] = ((),)  # the image as it is
+# test-time augmentation of micrographs (no up or down): the image and its three mirror images
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+# ... of scenes (the sky is up): the image and its left-right mirror image
+LEFT_RIGHT_MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,))
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -202,9 +208,21 @@ class PreparedModel:
                 self._forward = self.model
         return self._run(self._forward, x)
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax over classes, float32, on the model's device."""
-        return torch.softmax(self(x), dim=1)
+    def probabilities(
+        self, x: torch.Tensor, mirrors: Sequence[tuple[int, ...]] = NO_MIRRORS
+    ) -> torch.Tensor:
+        """Softmax over classes, float32, on the model's device.
+
+        ``mirrors``: the flips (dims of ``x``) whose predictions are averaged, each flipped
+        back to ``x``'s grid (test-time augmentation, :data:`MIRRORS`); one pass per entry,
+        so memory stays that of one pass.
+        """
+        total = None
+        for dims in mirrors:
+            probs = torch.softmax(self(x.flip(dims) if dims else x), dim=1)
+            probs = probs.flip(dims) if dims else probs
+            total = probs if total is None else total.add_(probs)
+        return total if len(mirrors) == 1 else total.div_(len(mirrors))
 
     def describe(self) -> dict:
         """The choices made, for provenance and benchmarks."""

@@ -356,3 +356,84 @@ def test_a_compiled_model_runs_a_shrunk_plane_at_its_largest_window(tmp_path, mo
                       diameter=17.0 / factor, scheduler=cluster.scheduler_address,
                       progress=False)  # fmt: skip
     assert set(shapes) == expected, shapes
+
+
+# ------------------------------------------------------------------ test-time augmentation
+
+
+def _plain_and_augmented(predictor: Predictor) -> tuple[Predictor, Predictor]:
+    """The same network without and with test-time augmentation (shared weights)."""
+    plain = Predictor(predictor.model, device="cpu", compile=False, metadata=predictor.metadata)
+    augmented = Predictor(
+        predictor.model, device="cpu", compile=False, metadata=predictor.metadata, augment=True
+    )
+    return plain, augmented
+
+
+def test_augmented_probabilities_are_the_mean_over_the_mirror_images(predictor, plane):
+    """`augment` averages the predictions of a window and its three mirror images, each flipped
+    back; a mirrored image then gets exactly the mirrored probabilities (micrographs have no
+    up, down, left or right)."""
+    plain, augmented = _plain_and_augmented(predictor)
+    crop = plane[:, 40:200, 300:500]  # one window: window flips are image flips
+    expected = np.mean(
+        [
+            np.flip(plain.predict_plane(np.flip(crop, axes).copy()), axes)
+            for axes in [(), (2,), (1,), (1, 2)]
+        ],
+        axis=0,
+    )
+    got = augmented.predict_plane(crop)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.abs(got - plain.predict_plane(crop)).max() > 0.01  # it does change something
+    for axes in [(2,), (1,), (1, 2)]:
+        mirrored = augmented.predict_plane(np.flip(crop, axes).copy())
+        np.testing.assert_allclose(np.flip(mirrored, axes), got, atol=1e-5)
+    assert augmented.describe()["augment"] == 4 and plain.describe()["augment"] == 1
+
+
+def test_augmented_tiles_match_the_whole_augmented_image(predictor, plane):
+    """Test-time augmentation keeps the seam guarantee of plain prediction (same bounds)."""
+    _, augmented = _plain_and_augmented(predictor)
+    whole = augmented.predict_plane(plane, tile=4096)
+    tiled = augmented.predict_plane(plane, tile=256, halo=64)
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() >= 0.999
+    change = np.abs(tiled - whole)
+    assert np.quantile(change, 0.9999) <= 0.15 and change.max() <= 0.25
+
+
+def test_scene_models_mirror_left_right_only():
+    """Street scenes have a sky: a semantic model is never run upside down."""
+    cfg = TINY.replace(classes=4, in_channels=3)
+    semantic = Predictor(GRUUNet(cfg), device="cpu", metadata={"task": "semantic"}, augment=True)
+    assert semantic.mirrors == ((), (-1,))
+    assert Predictor(GRUUNet(TINY), device="cpu", augment=True).mirrors == (
+        (), (-1,), (-2,), (-2, -1)
+    )  # fmt: skip
+    assert Predictor(GRUUNet(TINY), device="cpu").mirrors == ((),)
+
+
+def test_augment_option_reaches_prediction_and_its_provenance(tmp_path, store, tiny_checkpoint):
+    """`grunet predict --augment`, `predict_store(augment=True)` and `grunet.segment(augment=)`
+    all predict with the mirror images, and the probabilities' attrs say so."""
+    from grunet.cli import main
+
+    out = tmp_path / "cli.probs.zarr"
+    code = main(["predict", str(store), "-o", str(out), "--model", str(tiny_checkpoint),
+                 "--tile", "64", "--diameter", "17", "--augment", "--no-progress"])  # fmt: skip
+    assert code == 0
+    api = predict_store(store, tmp_path / "api.probs.zarr", model=tiny_checkpoint, tile=64,
+                        diameter=17, augment=True, progress=False)  # fmt: skip
+    plain = predict_store(store, tmp_path / "plain.probs.zarr", model=tiny_checkpoint, tile=64,
+                          diameter=17, progress=False)  # fmt: skip
+    groups = [zarr.open_group(str(path), mode="r") for path in (out, api, plain)]
+    assert [g.attrs["grunet"]["augment"] for g in groups] == [4, 4, 1]
+    np.testing.assert_array_equal(groups[0]["probs"][:], groups[1]["probs"][:])
+    assert np.abs(groups[1]["probs"][:].astype(np.float32) - groups[2]["probs"][:]).max() > 1e-3
+
+    model = grunet.load_model(tiny_checkpoint, device="cpu")
+    image = zarr.open_array(str(store / "0"), mode="r")[0, 0, 0]
+    labels = grunet.segment(image, model, diameter=17, augment=True)
+    assert not model.augment  # the caller's predictor keeps its setting
+    augmented = grunet.load_model(tiny_checkpoint, device="cpu", augment=True)
+    np.testing.assert_array_equal(labels, grunet.segment(image, augmented, diameter=17))

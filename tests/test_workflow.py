@@ -175,6 +175,15 @@ def test_sample_sheet_diameter_column_and_config_key_reach_prediction(experiment
     assert "--diameter-um 7" in stack and "--diameter " not in stack  # else the config key
 
 
+def test_augment_config_key_reaches_every_predict_job(experiment):
+    config = experiment / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("{threads: 1}", "{threads: 1, augment: true}"))
+    result = snakemake(experiment, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr
+    commands = [c for c in result.stdout.splitlines() if "grunet predict" in c]
+    assert len(commands) == 2 and all("--augment" in c for c in commands)
+
+
 def test_embedded_demo_config_plans_both_demo_samples(tmp_path, crops):
     root = make_experiment(tmp_path / "demo", *crops)
     for name in ("config.yaml", "samples.tsv"):

@@ -40,6 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--channels", help="comma-separated channel names or indices to use (default: all)"
     )
     add_diameter_options(parser)
+    add_augment_option(parser)
     from grunet.cli.run import add_3d_options
 
     add_3d_options(parser)
@@ -78,6 +79,16 @@ def add_diameter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_augment_option(parser: argparse.ArgumentParser) -> None:
+    """``--augment``: test-time augmentation, shared by predict and run."""
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="average the predictions of each image and its mirror images: about 0.01 more "
+        "F1 on the val split for 4x the prediction time (default off)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from grunet.io import open_store
     from grunet.pipeline import use_3d
@@ -90,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         from grunet.pipeline import refuse_object_scale
 
         compile = COMPILE_CHOICES[args.compile]
-        predictor = Predictor.from_checkpoint(checkpoint, args.device, compile=compile)
+        predictor = Predictor.from_checkpoint(
+            checkpoint, args.device, compile=compile, augment=args.augment
+        )
         refuse_object_scale(predictor, args.diameter, args.diameter_um)
         return run_semantic(args, predictor)
     if use_3d(args.mode, open_store(args.store).shape[2]):
@@ -107,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             channels=args.channels.split(",") if args.channels else None,
             diameter=args.diameter,
             diameter_um=args.diameter_um,
+            augment=args.augment,
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
@@ -125,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         channels=args.channels.split(",") if args.channels else None,
         diameter=args.diameter,
         diameter_um=args.diameter_um,
+        augment=args.augment,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from grunet.cli.predict import add_diameter_options
+from grunet.cli.predict import add_augment_option, add_diameter_options
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tile", type=int, help="inference tile size in px")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
     add_diameter_options(parser)
+    add_augment_option(parser)
     add_3d_options(parser)
     parser.add_argument(
         "--keep-probabilities", action="store_true", help="keep OUTDIR/<stem>.probs.zarr"
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         diameter=args.diameter,
         diameter_um=args.diameter_um,
+        augment=args.augment,
         mode=args.mode,
         anisotropy=args.anisotropy,
         keep_probabilities=args.keep_probabilities,

@@ -326,6 +326,7 @@ def get_predict_options(wildcards):
             option("--compile", p["compile"]),
             option("--mode", config["segment"]["mode"]),
             option("--anisotropy", p.get("anisotropy")),
+            "--augment" if p.get("augment") else "",
         )
         if o
     )
@@ -342,6 +343,7 @@ def get_semantic_predict_options(wildcards):
             option("--batch-size", p["batch_size"]),
             option("--device", p["device"]),
             option("--compile", p["compile"]),
+            "--augment" if p.get("augment") else "",
         )
         if o
     )
