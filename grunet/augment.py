@@ -154,6 +154,42 @@ def add_nucleoli(
     return (image * (1.0 - depth * np.clip(spots, 0.0, 1.0))).astype(np.float32)
 
 
+def add_condensed_chromatin(
+    image: np.ndarray,
+    labels: np.ndarray,
+    diameter: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Bright clumps and dim gaps inside the nuclei (condensed chromatin); labels unchanged.
+
+    Heterochromatin, chromocentres and the condensing chromatin of prophase make a nucleus a
+    patchwork of bright clumps with sharp edges on a dimmer ground. A model that has only seen
+    smooth nuclei reads those inner edges as cell borders and cuts the nucleus in pieces.
+    Clumps 0.1-0.35 nucleus diameters across cover 10-40 % of each nucleus at 1.5-3 × its
+    brightness while the rest dims to 0.5-1 ×, so the nucleus' outline stays its only border.
+    """
+    nuclei = labels > 0
+    if not nuclei.any():
+        return image
+    size = diameter * rng.uniform(0.1, 0.35)
+    field = ndi.gaussian_filter(rng.standard_normal(image.shape), max(0.5, size / 2))
+    cover = rng.uniform(0.1, 0.4)
+    clumps = field > np.quantile(field[nuclei], 1.0 - cover)
+    # a clump belongs to one nucleus: none spans the border of two touching ones, which stays
+    # at the ground's level (as do the last px of every outline)
+    inside = ndi.maximum_filter(labels, 3) == ndi.minimum_filter(labels, 3)
+    clumps = ndi.gaussian_filter((clumps & inside).astype(np.float32), rng.uniform(0.3, 1.0))
+    clumps *= inside & nuclei
+    ground = rng.uniform(0.5, 1.0)
+    gain = rng.uniform(1.5, 3.0)
+    # the nucleus' own signal (above the background) changes, as seen: its blurred edge reaches
+    # a px or two past the label, so no bright rim is left there, and no dark ring drawn
+    seen = ndi.gaussian_filter(ndi.binary_dilation(nuclei, iterations=3).astype(np.float32), 1.5)
+    weight = 1.0 + (ground - 1.0) * seen + (gain - ground) * clumps
+    background = float(np.median(image[~nuclei])) if (~nuclei).any() else 0.0
+    return (background + (image - background) * weight).astype(np.float32)
+
+
 def intensity(
     image: np.ndarray,
     labels: np.ndarray,
@@ -170,6 +206,8 @@ def intensity(
     img = np.asarray(image, np.float32)
     if rng.random() < opts.get("p_nucleoli", 0.0):
         img = add_nucleoli(img, labels, diameter, rng)
+    if rng.random() < opts.get("p_chromatin", 0.0):
+        img = add_condensed_chromatin(img, labels, diameter, rng)
     if rng.random() < opts.get("p_glow", 0.0):
         img = add_cytoplasm_glow(img, labels, diameter, opts["glow_level"], rng)
     if rng.random() >= opts["p_intensity"]:

@@ -122,6 +122,8 @@ DEFAULTS: dict = {
         "glow_level": [0.1, 0.45],
         # dark spots (nucleoli) inside the nuclei of this share of patches
         "p_nucleoli": 0.0,
+        # bright clumps on a dimmer ground (condensed chromatin) in the nuclei of this share
+        "p_chromatin": 0.0,
         # overexposure: in this share of patches the brightest `saturate_share` of the nucleus
         # pixels are clipped to one value, the top of the range (a camera past its ceiling)
         "p_saturate": 0.0,

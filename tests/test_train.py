@@ -329,6 +329,33 @@ def test_nucleoli_darken_only_inside_the_nuclei():
         assert changed[labels > 0].mean() < 0.5
 
 
+def test_condensed_chromatin_stays_inside_each_nucleus():
+    """Chromatin augmentation: bright clumps on a dimmer ground inside the nuclei; the
+    background away from them unchanged, no clump spanning the border of two touching nuclei."""
+    from scipy import ndimage as ndi
+
+    from grunet.augment import add_condensed_chromatin
+
+    rng = np.random.default_rng(6)
+    for sample in real_train_samples(3):
+        image, labels = sample.image, sample.labels
+        textured = add_condensed_chromatin(image, labels, sample.diameter, rng)
+        nuclei = labels > 0
+        assert textured.dtype == np.float32 and textured.shape == image.shape
+        far = ndi.distance_transform_edt(~nuclei) > 8
+        np.testing.assert_allclose(textured[far], image[far], atol=1e-4)  # blur tails
+        ratio = (textured[nuclei] - np.median(image[~nuclei])) / np.maximum(
+            image[nuclei] - np.median(image[~nuclei]), 1e-6
+        )
+        assert ratio.max() >= 1.5  # bright clumps ...
+        assert (ratio <= 1.001).mean() >= 0.4  # ... on a ground no brighter than before
+        borders = nuclei & (ndi.maximum_filter(labels, 3) != ndi.minimum_filter(labels, 3))
+        touching = borders & (ndi.minimum_filter(np.where(nuclei, labels, labels.max() + 1), 3)
+                              != ndi.maximum_filter(labels, 3))  # fmt: skip
+        lifted = textured > image + 0.2 * np.median(image[nuclei])
+        assert not (lifted & touching).any()
+
+
 def test_glow_val_copies_keep_labels_and_are_the_same_every_epoch():
     """data.val_glow: each val image gains a glowing copy with the same labels, seeded, so
     epochs are compared on identical images (a criterion that sees glow picks best.pt)."""
