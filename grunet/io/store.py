@@ -23,11 +23,6 @@ import dask
 import dask.array as da
 import numpy as np
 import zarr
-from ome_zarr.format import CurrentFormat
-
-with warnings.catch_warnings():  # ome_zarr.writer's import warns about its own deprecated Scaler
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from ome_zarr.writer import add_metadata, write_multiscales_metadata
 
 from grunet import __version__
 from grunet.atomic import (
@@ -53,6 +48,18 @@ from grunet.parallel import rechunk_method, threaded_scheduler
 
 MAX_YX_CHUNK = 1024
 IMAGE_PATH = "0"
+
+
+def _ome_writer():
+    """ome-zarr's metadata writers, imported where a store or labels are written: importing
+    ome_zarr loads its pydantic models and scikit-image's transforms (about 0.6 s), which jobs
+    that only read stores (predict, measure) do not need."""
+    from ome_zarr.format import CurrentFormat
+
+    with warnings.catch_warnings():  # ome_zarr.writer's import warns about its deprecated Scaler
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import add_metadata, write_multiscales_metadata
+    return CurrentFormat, add_metadata, write_multiscales_metadata
 
 
 def scratch_compressors() -> tuple:
@@ -248,6 +255,7 @@ def _write_ome_metadata(
                 "coordinateTransformations": [{"type": "scale", "scale": scale}],
             }
         )
+    CurrentFormat, add_metadata, write_multiscales_metadata = _ome_writer()
     write_multiscales_metadata(
         group, datasets=datasets, fmt=CurrentFormat(), axes=_ome_axes(pixel_sizes), name=name
     )
@@ -403,7 +411,7 @@ def _list_label(store: Path, name: str) -> None:
     else:
         meta = {"zarr_format": 3, "node_type": "group", "attributes": {}}
     ome = meta.setdefault("attributes", {}).setdefault("ome", {})
-    ome.setdefault("version", CurrentFormat().version)
+    ome.setdefault("version", _ome_writer()[0]().version)
     names = list(ome.get("labels", []))
     if name not in names:
         names.append(name)
@@ -483,6 +491,7 @@ def write_labels(
             labels, target, check_labels=str(store), progress=progress, desc=f"labels {name}"
         )
         _write_ome_metadata(group, image.pixel_sizes, name)
+        CurrentFormat, add_metadata, _ = _ome_writer()
         add_metadata(
             group,
             {
