@@ -36,8 +36,9 @@ def test_the_command_loads_dask_array_without_xarray_which_still_imports_afterwa
 
 
 RUN_AND_REPORT = """
-import atexit, json, sys
-atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in ("distributed", "xarray")})))
+import atexit, json, os, sys
+watched = os.environ.get("WATCHED", "distributed,xarray").split(",")
+atexit.register(lambda: print(json.dumps({m: m in sys.modules for m in watched})))
 sys.argv = ["grunet", *sys.argv[1:]]
 from grunet.cli import console
 console()
@@ -55,6 +56,32 @@ def test_grunet_run_neither_imports_distributed_nor_xarray(tmp_path, nuclei_time
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "counts.csv").is_file()
     assert json.loads(done.stdout.splitlines()[-1]) == {"distributed": False, "xarray": False}
+
+
+def test_jobs_that_only_read_stores_do_not_import_ome_zarr(tmp_path, nuclei_timelapse):
+    """ome-zarr (0.6 s of imports) writes store and label metadata; a predict or measure job
+    of the workflow only reads stores, so it does not pay for it."""
+    import os
+
+    from grunet.cli import main
+
+    image = tmp_path / "frame.tif"
+    tifffile.imwrite(image, nuclei_timelapse[0, :128, :128])
+    assert main(["convert", str(image), "-o", str(tmp_path)]) == 0
+    store, probs = tmp_path / "frame.ome.zarr", tmp_path / "frame.probs.zarr"
+    env = {**os.environ, "WATCHED": "ome_zarr"}
+    jobs = [
+        ["predict", str(store), "-o", str(probs), "--diameter", "35", "--no-progress"],
+        ["measure", str(store), "-o", str(tmp_path / "cells.parquet")],
+    ]
+    for argv in jobs:
+        done = subprocess.run([sys.executable, "-c", RUN_AND_REPORT, *argv], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout.splitlines()[-1]) == {"ome_zarr": False}, argv
+        if argv[0] == "predict":  # measure reads the labels segment writes (with ome-zarr)
+            assert main(["segment", str(probs), "--image", str(store)]) == 0
+    assert (tmp_path / "cells.parquet").is_file()
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", None])
