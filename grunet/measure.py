@@ -543,6 +543,7 @@ def measure_store(
         "labels_provenance": label_attrs,
         "model_sha256": label_attrs.get("model_sha256"),
         "object_scale": label_attrs.get("object_scale"),
+        "augment": label_attrs.get("augment"),
         "sample": sample,
         "metadata": metadata or {},
         "shape": {"t": T, "c": C, "z": Z, "y": Y, "x": X},

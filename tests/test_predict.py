@@ -415,7 +415,8 @@ def test_scene_models_mirror_left_right_only():
 
 def test_augment_option_reaches_prediction_and_its_provenance(tmp_path, store, tiny_checkpoint):
     """`grunet predict --augment`, `predict_store(augment=True)` and `grunet.segment(augment=)`
-    all predict with the mirror images, and the probabilities' attrs say so."""
+    all predict with the mirror images, and the probabilities' attrs and the per-cell tables'
+    provenance (`grunet run --augment`) say so."""
     from grunet.cli import main
 
     out = tmp_path / "cli.probs.zarr"
@@ -430,6 +431,15 @@ def test_augment_option_reaches_prediction_and_its_provenance(tmp_path, store, t
     assert [g.attrs["grunet"]["augment"] for g in groups] == [4, 4, 1]
     np.testing.assert_array_equal(groups[0]["probs"][:], groups[1]["probs"][:])
     assert np.abs(groups[1]["probs"][:].astype(np.float32) - groups[2]["probs"][:]).max() > 1e-3
+
+    from grunet.measure import read_provenance
+    from grunet.pipeline import run_pipeline
+
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "frame.tif", zarr.open_array(str(store / "0"))[0, 0, 0])
+    run_pipeline([tmp_path / "frame.tif"], tmp_path / "run", model=tiny_checkpoint,
+                 diameter=17, augment=True, progress=False)  # fmt: skip
+    assert read_provenance(tmp_path / "run" / "cells" / "frame.parquet")["augment"] == 4
 
     model = grunet.load_model(tiny_checkpoint, device="cpu")
     image = zarr.open_array(str(store / "0"), mode="r")[0, 0, 0]
