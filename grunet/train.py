@@ -1075,13 +1075,65 @@ def attach_scale_model(
     return _resave(base, dest, "scale_model", {**info, "command": command}, scale, low, min_factor)
 
 
-def _resave(base: Checkpoint, dest, key: str, info: dict, scale, low, min_factor) -> dict:
-    """``base``'s network and metadata saved to ``dest`` with these companion networks, the
-    provenance of the one replaced (``key``: ``info``) in its metadata, and the sidecar."""
+def average_networks(
+    model: str | Path,
+    other: str | Path,
+    weight: float,
+    dest: str | Path,
+    *,
+    command: str,
+    notes: dict | None = None,
+) -> dict:
+    """A shipped checkpoint whose network is the weight average of ``model``'s and ``other``'s.
+
+    Two fine-tunes of one network (one a fine-tune of the other, say) average into one that
+    keeps much of what each learned ("model soup"): ``(1 - weight) × model + weight × other``,
+    parameter by parameter (batch-norm statistics too; counters from ``other``). Everything
+    else of ``model`` (metadata, scale model, low-magnification network) is kept; ``dest`` gets
+    the new file and its JSON sidecar, which records ``other``, ``weight``, ``command`` and
+    ``notes`` (e.g. the average's measured figures: the training figures kept in the metadata
+    are ``model``'s).
+    Refused, nothing written, where the two differ in architecture, normalisation or object
+    diameter (their weights would not mean the same).
+    """
+    base, second = load_checkpoint(model), load_checkpoint(other)
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"weight: must be within [0, 1], got {weight}")
+    for key in ("normalization", "object_diameter"):
+        if base.metadata.get(key) != second.metadata.get(key):
+            raise ConfigError(
+                f"{other}: its {key} {second.metadata.get(key)} differs from {model}'s "
+                f"{base.metadata.get(key)}; the networks cannot be averaged"
+            )
+    if second.config != base.config:
+        raise ConfigError(f"{other}: another architecture than {model}'s; cannot be averaged")
+    averaged = {
+        name: torch.lerp(value.float(), second.state_dict[name].float(), weight).to(value.dtype)
+        if value.is_floating_point()
+        else second.state_dict[name]
+        for name, value in base.state_dict.items()
+    }
+    network = base.build_model()
+    network.load_state_dict(averaged)
+    info = {"source": str(other), "sha256": second.sha256, "weight": weight, "command": command}
+    info.update(notes or {})
+    low = base.low_magnification_model
+    min_factor = low.metadata["min_factor"] if low is not None else None
+    return _resave(
+        base, dest, "averaged_with", info, base.scale_model, low, min_factor, network=network
+    )
+
+
+def _resave(
+    base: Checkpoint, dest, key: str, info: dict, scale, low, min_factor, network=None
+) -> dict:
+    """``base``'s network (or ``network``) and metadata saved to ``dest`` with these companion
+    networks, the provenance of the part replaced (``key``: ``info``) in its metadata, and the
+    sidecar."""
     meta = jsonable({**base.metadata, key: info})
     sha = save_checkpoint(
         dest,
-        base.build_model(),
+        base.build_model() if network is None else network,
         meta,
         scale_model=scale,
         low_magnification_model=low,

@@ -570,6 +570,55 @@ def test_attached_scale_model_runs_the_estimate_and_nothing_else(tmp_path, nucle
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_averaged_network_lies_between_its_two_and_keeps_the_companions(tmp_path):
+    """average_networks: weight 0 predicts as the first network, 1 as the second, 0.5 in
+    between (parameters averaged); the scale model and low-magnification network stay the
+    first checkpoint's; another architecture or object diameter is refused, nothing written."""
+    import torch
+
+    from grunet.checkpoint import SHIPPED_MODEL, save_checkpoint
+    from grunet.model import SMALL, GRUUNet
+    from grunet.predict import Predictor
+    from grunet.train import average_networks
+
+    shipped = load_checkpoint(SHIPPED_MODEL)
+    torch.manual_seed(3)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, GRUUNet(shipped.config), shipped.metadata)  # random weights
+    image = torch.rand(1, 1, 64, 64)
+
+    def logits(path) -> torch.Tensor:
+        model = load_checkpoint(path).build_model().eval()
+        with torch.no_grad():
+            return model(image)
+
+    ends = [average_networks(SHIPPED_MODEL, other, w, tmp_path / f"w{w}.pt", command="-")
+            for w in (0.0, 1.0)]  # fmt: skip
+    torch.testing.assert_close(logits(tmp_path / "w0.0.pt"), logits(SHIPPED_MODEL))
+    torch.testing.assert_close(logits(tmp_path / "w1.0.pt"), logits(other))
+    assert ends[1]["averaged_with"]["weight"] == 1.0
+    half = tmp_path / "half.pt"
+    sidecar = average_networks(SHIPPED_MODEL, other, 0.5, half, command="soup", notes={"f1": 1})
+    averaged, second = load_checkpoint(half), load_checkpoint(other)
+    assert sidecar["averaged_with"] == {"source": str(other), "sha256": second.sha256,
+                                        "weight": 0.5, "command": "soup", "f1": 1}  # fmt: skip
+    for name, value in averaged.state_dict.items():
+        if value.is_floating_point():
+            mean = (shipped.state_dict[name] + second.state_dict[name]) / 2
+            torch.testing.assert_close(value, mean)
+    assert averaged.scale_model.sha256 == shipped.scale_model.sha256
+    assert averaged.low_magnification_model.sha256 == shipped.low_magnification_model.sha256
+    assert Predictor.from_checkpoint(half, device="cpu").low_magnification is not None
+    small = tmp_path / "small.pt"
+    save_checkpoint(small, GRUUNet(SMALL.replace(hidden=4)), shipped.metadata)
+    wider = tmp_path / "wider.pt"
+    save_checkpoint(wider, shipped.build_model(), {**shipped.metadata, "object_diameter": 30.0})
+    for bad, message in ((small, "architecture"), (wider, "object_diameter")):
+        with pytest.raises(ConfigError, match=message):
+            average_networks(SHIPPED_MODEL, bad, 0.5, tmp_path / "x.pt", command="-")
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_architecture(tmp_path):
     import torch
 
