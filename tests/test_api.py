@@ -32,7 +32,7 @@ def test_shipped_model_finds_the_nuclei_of_a_real_frame(model, nuclei_timelapse)
     labels = grunet.segment(frame, model)
     assert labels.dtype == np.uint32 and labels.shape == frame.shape
     n_cells = len(np.unique(labels)) - 1
-    assert 20 <= n_cells <= 200
+    assert 12 <= n_cells <= 30  # 15 nuclei counted by eye (tests/test_scale.py DEMO_COUNTS)
     inside = frame[labels > 0].mean()
     outside = frame[labels == 0].mean()
     assert inside > 2 * outside  # cells are the bright nuclei, not background
