@@ -56,7 +56,7 @@ def run_pipeline(
         tile, batch_size: inference options (see ``grunet predict``).
         diameter, diameter_um: nucleus diameter in px or µm (default: estimated per image).
         augment: average the predictions of each image and its mirror images (test-time
-            augmentation: 4 forward passes, about 0.01 more F1@0.5 on the val split).
+            augmentation: 4 forward passes, up to 0.01 more F1@0.5 on the val split).
         mode: "auto" (Z-stacks in 3D, the rest per plane), "3d" or "2d" (every plane alone).
             3D predicts XY, XZ and YZ planes (:mod:`grunet.predict3d`) and labels cells in 3D.
         anisotropy: z step / xy pixel size of Z-stacks (default: from the metadata, else 1).

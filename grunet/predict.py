@@ -617,7 +617,7 @@ class Predictor:
         mirror images (micrographs: left-right, up-down and both; scenes: left-right only).
 
         Test-time augmentation costs one forward pass per flip; measured on the val split it
-        lifts F1@0.5 by about 0.01 (README, "Test-time augmentation").
+        lifts F1@0.5 by up to 0.01 (README, "Test-time augmentation").
         """
         if not self.augment:
             return NO_MIRRORS

@@ -84,7 +84,7 @@ def add_augment_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--augment",
         action="store_true",
-        help="average the predictions of each image and its mirror images: about 0.01 more "
+        help="average the predictions of each image and its mirror images: up to 0.01 more "
         "F1 on the val split for 4x the prediction time (default off)",
     )
 
