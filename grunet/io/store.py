@@ -411,7 +411,8 @@ def _list_label(store: Path, name: str) -> None:
     else:
         meta = {"zarr_format": 3, "node_type": "group", "attributes": {}}
     ome = meta.setdefault("attributes", {}).setdefault("ome", {})
-    ome.setdefault("version", _ome_writer()[0]().version)
+    current_format = _ome_writer()[0]
+    ome.setdefault("version", current_format().version)
     names = list(ome.get("labels", []))
     if name not in names:
         names.append(name)
