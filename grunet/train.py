@@ -1070,9 +1070,7 @@ def attach_scale_model(
     """
     base = load_checkpoint(model)
     scale, info = _scale_network(scale_model, base.metadata.get("normalization"))
-    low = base.low_magnification_model
-    min_factor = low.metadata["min_factor"] if low is not None else None
-    return _resave(base, dest, "scale_model", {**info, "command": command}, scale, low, min_factor)
+    return _resave(base, dest, "scale_model", {**info, "command": command}, scale=scale)
 
 
 def average_networks(
@@ -1096,15 +1094,10 @@ def average_networks(
     Refused, nothing written, where the two differ in architecture, normalisation or object
     diameter (their weights would not mean the same).
     """
-    base, second = load_checkpoint(model), load_checkpoint(other)
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"weight: must be within [0, 1], got {weight}")
-    for key in ("normalization", "object_diameter"):
-        if base.metadata.get(key) != second.metadata.get(key):
-            raise ConfigError(
-                f"{other}: its {key} {second.metadata.get(key)} differs from {model}'s "
-                f"{base.metadata.get(key)}; the networks cannot be averaged"
-            )
+    base, second = load_checkpoint(model), load_checkpoint(other)
+    _check_same_inputs(other, second.metadata, base.metadata, "the networks cannot be averaged")
     if second.config != base.config:
         raise ConfigError(f"{other}: another architecture than {model}'s; cannot be averaged")
     averaged = {
@@ -1117,29 +1110,48 @@ def average_networks(
     network.load_state_dict(averaged)
     info = {"source": str(other), "sha256": second.sha256, "weight": weight, "command": command}
     info.update(notes or {})
-    low = base.low_magnification_model
-    min_factor = low.metadata["min_factor"] if low is not None else None
-    return _resave(
-        base, dest, "averaged_with", info, base.scale_model, low, min_factor, network=network
-    )
+    return _resave(base, dest, "averaged_with", info, network=network)
 
 
 def _resave(
-    base: Checkpoint, dest, key: str, info: dict, scale, low, min_factor, network=None
+    base: Checkpoint,
+    dest,
+    key: str,
+    info: dict,
+    *,
+    network=None,
+    scale: Checkpoint | None = None,
+    low: Checkpoint | None = None,
+    min_factor: float | None = None,
 ) -> dict:
-    """``base``'s network (or ``network``) and metadata saved to ``dest`` with these companion
-    networks, the provenance of the part replaced (``key``: ``info``) in its metadata, and the
+    """``base`` saved to ``dest`` with one part replaced — its network (``network``), scale
+    model (``scale``) or low-magnification network (``low`` from ``min_factor``) — the rest
+    kept, the provenance of the part replaced (``key``: ``info``) in its metadata, and the
     sidecar."""
+    if low is None and base.low_magnification_model is not None:
+        low = base.low_magnification_model
+        min_factor = low.metadata["min_factor"]
     meta = jsonable({**base.metadata, key: info})
     sha = save_checkpoint(
         dest,
         base.build_model() if network is None else network,
         meta,
-        scale_model=scale,
+        scale_model=base.scale_model if scale is None else scale,
         low_magnification_model=low,
         min_factor=min_factor,
     )
     return _write_sidecar(Path(dest), sha, meta)
+
+
+def _check_same_inputs(source, theirs: dict, ours: dict, consequence: str) -> None:
+    """Refuse a network that sees other intensities or another object scale than the model
+    it joins (their weights would not mean the same), naming ``source``."""
+    for key in ("normalization", "object_diameter"):
+        if theirs.get(key) != ours.get(key):
+            raise ConfigError(
+                f"{source}: its {key} {theirs.get(key)} differs from the model's "
+                f"{ours.get(key)}; {consequence}"
+            )
 
 
 def _write_sidecar(dest: Path, sha: str, meta: dict) -> dict:
@@ -1159,12 +1171,7 @@ def _low_magnification(run_dir, meta: dict, min_factor: float | None):
     from grunet.scale import LOW_MAGNIFICATION
 
     low = load_checkpoint(Path(run_dir) / "best.pt")
-    for key in ("normalization", "object_diameter"):
-        if low.metadata.get(key) != meta.get(key):
-            raise ConfigError(
-                f"{run_dir}: its {key} {low.metadata.get(key)} differs from the model's "
-                f"{meta.get(key)}; it cannot stand in for that model"
-            )
+    _check_same_inputs(run_dir, low.metadata, meta, "it cannot stand in for that model")
     val = low.metadata.get("val_metrics") or {}
     info = {  # its full config and metrics stay with the run (best.pt, config.json)
         "source": str(run_dir),
@@ -1194,5 +1201,5 @@ def attach_low_magnification(
     low, info = _low_magnification(run_dir, base.metadata, min_factor)
     info = {**info, "command": command}
     return _resave(
-        base, dest, "low_magnification_model", info, base.scale_model, low, info["min_factor"]
+        base, dest, "low_magnification_model", info, low=low, min_factor=info["min_factor"]
     )
