@@ -392,6 +392,23 @@ def test_augmented_probabilities_are_the_mean_over_the_mirror_images(predictor, 
     assert augmented.describe()["augment"] == 4 and plain.describe()["augment"] == 1
 
 
+def test_augmented_awkward_shapes_keep_their_shape_and_mirror_exactly():
+    """Randomly drawn thin and odd plane shapes (padded unevenly inside the network): augmented
+    probabilities keep the plane's shape, sum to 1 and mirror with the image."""
+    rng = np.random.default_rng(7)
+    torch.manual_seed(0)
+    predictor = Predictor(GRUUNet(TINY), device="cpu", compile=False, augment=True)
+    for _ in range(6):
+        shape = tuple(int(n) for n in rng.integers(1, 90, 2))
+        image = rng.random((1, *shape), dtype=np.float32)
+        probs = predictor.predict_plane(image, tile=96, halo=32)  # one window
+        assert probs.shape == (3, *shape), shape
+        np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-4)
+        for axes in [(1,), (2,)]:
+            mirrored = predictor.predict_plane(np.flip(image, axes).copy(), tile=96, halo=32)
+            np.testing.assert_allclose(np.flip(mirrored, axes), probs, atol=1e-5)
+
+
 def test_augmented_tiles_match_the_whole_augmented_image(predictor, plane):
     """Test-time augmentation keeps the seam guarantee of plain prediction (same bounds)."""
     _, augmented = _plain_and_augmented(predictor)
