@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,10 +28,11 @@ from grunet import semantic_data as sd
 from grunet.checkpoint import load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError
 from grunet.evaluate import jsonable
-from grunet.model import GRUUNet, preset
+from grunet.model import GRUUNet
 from grunet.runtime import autocast, autocast_dtype, select_device
 from grunet.semantic_metrics import confusion_matrix, semantic_metrics, write_confusion_csv
 from grunet.task import SEMANTIC
+from grunet.train_loop import EpochLoop
 
 SEMANTIC_LOSSES = ("ce", "focal", "ce_dice")
 
@@ -117,44 +117,22 @@ def _same_shape_groups(samples: list, size: int) -> list[list]:
 
 
 # ------------------------------------------------------------------------------------ trainer
-class SemanticTrainer:
-    """One epoch = ``steps_per_epoch`` steps, then val mIoU on the full-resolution labels."""
+class SemanticTrainer(EpochLoop):
+    """The semantic training loop (:class:`grunet.train_loop.EpochLoop`): one epoch =
+    ``steps_per_epoch`` steps, then val mIoU on the full-resolution labels."""
+
+    score_key = "mean_iou"
 
     def __init__(self, cfg: dict, train, val, classes: list[dict], out_dir: Path, device):
-        self.cfg, self.train_samples, self.val_samples = cfg, train, val
-        self.classes, self.out_dir, self.device = classes, out_dir, device
+        self.train_samples, self.val_samples, self.classes = train, val, classes
         self.n = len(classes)
         self.ignore = int(cfg["ignore_index"])
-        torch.manual_seed(cfg["seed"])
-        model_cfg = dict(cfg["model"])
-        name = model_cfg.pop("preset", "small")
-        model_cfg.update(in_channels=int(cfg["in_channels"]), classes=self.n)
-        self.model = GRUUNet(preset(name, **model_cfg))
-        if cfg["init"]:
-            from grunet.train import initial_weights
-
-            self.model.load_state_dict(initial_weights(cfg["init"], self.model.cfg))
-        self.model = self.model.to(device)
-        if cfg["channels_last"]:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
-        )
-        from grunet.train import lr_factor
-
-        self.total_steps = cfg["epochs"] * cfg["steps_per_epoch"]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_factor(s, cfg["warmup_steps"], self.total_steps, cfg["min_lr_fraction"]),
-        )
+        self._setup(cfg, out_dir, device, in_channels=int(cfg["in_channels"]), classes=self.n)
         self.mean, self.std = sd.channel_stats(train)
         self.weights = sd.class_weights(train, self.n, cfg["class_weighting"])
         self.weight_tensor = torch.tensor(self.weights, dtype=torch.float32)
-        self.rng = np.random.default_rng(cfg["seed"])
         self.sampler = sd.SemanticPatchSampler(train, cfg, self.mean, self.std, self.rng)
-        self.epoch = 0
-        self.history: list[dict] = []
-        self.best: dict = {"mean_iou": -1.0, "epoch": 0}
+        self._confusion = None  # of the latest validation, written for the best epoch
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         spec = self.cfg["loss"]
@@ -174,13 +152,7 @@ class SemanticTrainer:
         y = y.to(self.device)
         with autocast(self.device, self.cfg["amp"]):
             logits = self.model(x)
-        loss = self.loss(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
+        return self.optimise(self.loss(logits.float(), y))
 
     def validate(self) -> tuple[dict, np.ndarray, float]:
         """Metrics and confusion of the val images at their files' resolution, and val loss."""
@@ -204,55 +176,17 @@ class SemanticTrainer:
         names = [c["name"] for c in self.classes]
         return semantic_metrics(confusion, names), confusion, float(np.mean(losses))
 
-    def run_epoch(self) -> dict:
-        start = time.time()
-        steps = self.cfg["steps_per_epoch"]
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {self.epoch + 1}/{self.cfg['epochs']}",
-            file=sys.stderr,
-            leave=False,
-            mininterval=10,
-        )
-        losses = []
-        for _ in bar:
-            losses.append(self.train_step())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        train_time = time.time() - start
-        metrics, confusion, val_loss = self.validate()
-        self.epoch += 1
-        row = {
-            "epoch": self.epoch,
-            "step": self.epoch * steps,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": float(np.mean(losses)),
-            "val_loss": val_loss,
+    def validate_epoch(self) -> tuple[dict, float, dict]:
+        metrics, self._confusion, val_loss = self.validate()
+        columns = {
             "val_miou": metrics["mean_iou"],
             "val_global_acc": metrics["global_accuracy"],
             "val_class_acc": metrics["class_average_accuracy"],
-            "train_seconds": round(train_time, 1),
-            "val_seconds": round(time.time() - start - train_time, 1),
         }
-        self.history.append(row)
-        improved = metrics["mean_iou"] > self.best["mean_iou"]
-        if improved:
-            self.best = {"mean_iou": metrics["mean_iou"], "epoch": self.epoch, "metrics": metrics}
-            names = [c["name"] for c in self.classes]
-            write_confusion_csv(confusion, names, self.out_dir / "confusion.csv")
-        self.save(improved)
-        text = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        tqdm.write(" ".join(text), file=sys.stderr)
-        return row
+        return metrics, val_loss, columns
 
-    def fit(self, stop_after: int | None = None) -> dict:
-        done = 0
-        while self.epoch < self.cfg["epochs"]:
-            if stop_after is not None and done >= stop_after:
-                return self.best
-            self.run_epoch()
-            done += 1
+    def finish(self) -> None:
         self.write_val_metrics()
-        return self.best
 
     # ---- outputs
     def metadata(self) -> dict:
@@ -281,37 +215,18 @@ class SemanticTrainer:
         if improved:
             meta_best = dict(meta, val_metrics=self.best["metrics"])
             save_checkpoint(self.out_dir / "best.pt", self.model, jsonable(meta_best))
-        meta["resume"] = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "history": self.history,
-            "best": json.dumps(jsonable(self.best)),
-        }
+            names = [c["name"] for c in self.classes]
+            write_confusion_csv(self._confusion, names, self.out_dir / "confusion.csv")
+        meta["resume"] = {**self.resume_state(), "best": json.dumps(jsonable(self.best))}
         save_checkpoint(self.out_dir / "last.pt", self.model, meta)
         self.write_log()
         plot_semantic_curves(self.history, self.out_dir / "curves.png")
 
     def resume(self) -> None:
         ckpt = load_checkpoint(self.out_dir / "last.pt")
-        state = ckpt.metadata.get("resume")
-        if state is None:
-            raise ConfigError(f"{self.out_dir / 'last.pt'}: no resume state in checkpoint")
+        state = self.restore(ckpt.metadata)
         self.model.load_state_dict(ckpt.state_dict)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        self.history = list(state["history"])
-        self.epoch = int(ckpt.metadata["epoch"])
         self.best = json.loads(state["best"])
-
-    def write_log(self) -> None:
-        with open(self.out_dir / "log.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(self.history[0]))
-            writer.writeheader()
-            writer.writerows(self.history)
 
     def write_val_metrics(self) -> None:
         out = {"best_epoch": self.best.get("epoch"), "val": self.best.get("metrics", {})}

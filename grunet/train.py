@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from grunet import augment
 from grunet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.evaluate import image_counts, jsonable, summarize
-from grunet.model import GRUUNet, preset
+from grunet.model import GRUUNet
 from grunet.preprocess import (
     DEFAULT_PERCENTILES,
     contact_mask,
@@ -41,6 +39,7 @@ from grunet.preprocess import (
 from grunet.runtime import autocast, autocast_dtype, select_device
 from grunet.segmentation import instances_from_probabilities
 from grunet.task import SEMANTIC, TASKS
+from grunet.train_loop import EpochLoop
 
 DEFAULTS: dict = {
     # "instance" (background / interior / boundary → cells) or "semantic" (N classes → a class
@@ -229,14 +228,6 @@ def hold_out(samples: list, fraction: float, seed: int) -> tuple[list, list]:
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = max(1, round(len(samples) * fraction))
     return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]
-
-
-def initial_weights(path: str | Path, config) -> dict:
-    """Weights of a checkpoint to fine-tune from; its model config must match this run's."""
-    checkpoint = load_checkpoint(path)
-    if checkpoint.config != config:
-        raise ConfigError(f"init: {path} holds another model config than this run's 'model'")
-    return checkpoint.state_dict
 
 
 # --------------------------------------------------------------------------------------- data
@@ -446,14 +437,6 @@ def make_loss(cfg: dict):
     return loss
 
 
-def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
-    """Linear warm-up to 1, then cosine decay to ``floor`` at ``total`` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # -------------------------------------------------------------------------------- prediction
 @torch.no_grad()
 def predict_probabilities(
@@ -494,28 +477,15 @@ def tune_thresholds(
 
 
 # ------------------------------------------------------------------------------------ trainer
-class Trainer:
-    """The training loop: one epoch = ``steps_per_epoch`` steps, then validation and checkpoints."""
+class Trainer(EpochLoop):
+    """The instance training loop (:class:`grunet.train_loop.EpochLoop`): patches with
+    interior / boundary targets, validation by instance F1@0.5 on the val images."""
+
+    score_key = "f1_50"
 
     def __init__(self, cfg: dict, train: list[Sample], val: list[Sample], out_dir: Path, device):
-        self.cfg, self.train_samples, self.val_samples = cfg, train, val
-        self.out_dir, self.device = out_dir, device
-        torch.manual_seed(cfg["seed"])
-        model_cfg = dict(cfg["model"])
-        self.model = GRUUNet(preset(model_cfg.pop("preset", "small"), **model_cfg))
-        if cfg["init"]:
-            self.model.load_state_dict(initial_weights(cfg["init"], self.model.cfg))
-        self.model = self.model.to(device)
-        if cfg["channels_last"]:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]
-        )
-        self.total_steps = cfg["epochs"] * cfg["steps_per_epoch"]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_factor(s, cfg["warmup_steps"], self.total_steps, cfg["min_lr_fraction"]),
-        )
+        self.train_samples, self.val_samples = train, val
+        self._setup(cfg, out_dir, device)
         self.ema = None
         if cfg["ema_decay"]:
             if not 0.0 < cfg["ema_decay"] < 1.0:
@@ -526,11 +496,7 @@ class Trainer:
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg["ema_decay"]), use_buffers=True
             )
         self.loss_fn = make_loss(cfg)
-        self.rng = np.random.default_rng(cfg["seed"])
         self.sampler = PatchSampler(train, cfg, self.rng)
-        self.epoch = 0  # epochs completed
-        self.history: list[dict] = []
-        self.best = {"f1_50": -1.0, "epoch": 0}
         self.thresholds = dict(cfg["segmentation"])
 
     # ---- steps
@@ -541,15 +507,10 @@ class Trainer:
         y, contact = y.to(self.device), contact.to(self.device)
         with autocast(self.device, self.cfg["amp"]):
             logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y, contact)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
-        self.optimizer.step()
-        self.scheduler.step()
+        value = self.optimise(self.loss_fn(logits.float(), y, contact))
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return float(loss.detach())
+        return value
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -568,59 +529,24 @@ class Trainer:
         metrics = summarize(segment_samples(probs, self.val_samples, self.thresholds))
         return metrics, float(np.mean(losses)), probs
 
-    # ---- epochs
-    def run_epoch(self) -> dict:
-        start = time.time()
-        steps = self.cfg["steps_per_epoch"]
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {self.epoch + 1}/{self.cfg['epochs']}",
-            file=sys.stderr,
-            leave=False,
-            mininterval=5,
-        )
-        losses = []
-        for _ in bar:
-            losses.append(self.train_step())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        train_time = time.time() - start
+    def validate_epoch(self) -> tuple[dict, float, dict]:
         metrics, val_loss, _ = self.validate()
-        self.epoch += 1
-        row = {
-            "epoch": self.epoch,
-            "step": self.epoch * steps,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": float(np.mean(losses)),
-            "val_loss": val_loss,
+        columns = {
             "val_f1_50": metrics["f1_50"],
             "val_ap50": metrics["ap50"],
             "val_f1_75": metrics["thresholds"][0.75]["f1"],
             "val_seg": metrics["seg"],
-            "train_seconds": round(train_time, 1),
-            "val_seconds": round(time.time() - start - train_time, 1),
         }
-        self.history.append(row)
-        improved = metrics["f1_50"] > self.best["f1_50"]
-        if improved:
-            self.best = {"f1_50": metrics["f1_50"], "epoch": self.epoch, "metrics": metrics}
-        self.save(improved)
-        text = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        tqdm.write(" ".join(text), file=sys.stderr)
-        return row
+        return metrics, val_loss, columns
 
-    def fit(self, stop_after: int | None = None) -> dict:
-        """Train until ``epochs`` (or ``stop_after`` more epochs, to simulate a stopped run)."""
-        done = 0
-        while self.epoch < self.cfg["epochs"]:
-            if stop_after is not None and done >= stop_after:
-                return self.best
-            self.run_epoch()
-            done += 1
-        if self.cfg["tune_thresholds"] and not (self.out_dir / "val_metrics.json").exists():
+    def finish(self) -> None:
+        """Thresholds tuned on train images (``tune_thresholds``) and the val metrics file."""
+        if (self.out_dir / "val_metrics.json").exists():
+            return
+        if self.cfg["tune_thresholds"]:
             self.finish_with_tuning()
-        elif not (self.out_dir / "val_metrics.json").exists():
+        else:
             self.write_val_metrics(self.best.get("metrics", {}), self.thresholds)
-        return self.best
 
     # ---- outputs
     def metadata(self) -> dict:
@@ -655,11 +581,7 @@ class Trainer:
         if improved:
             save_checkpoint(self.out_dir / "best.pt", self.evaluated, jsonable(meta))
         meta["resume"] = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "numpy_rng": self.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "history": self.history,
+            **self.resume_state(),
             "best": jsonable({k: v for k, v in self.best.items() if k != "metrics"}),
             "best_metrics": json.dumps(jsonable(self.best.get("metrics", {}))),
         }
@@ -674,28 +596,13 @@ class Trainer:
 
     def resume(self) -> None:
         ckpt = load_checkpoint(self.out_dir / "last.pt")
-        state = ckpt.metadata.get("resume")
-        if state is None:
-            raise ConfigError(f"{self.out_dir / 'last.pt'}: no resume state in checkpoint")
+        state = self.restore(ckpt.metadata)
         self.model.load_state_dict(state.get("raw_weights", ckpt.state_dict))
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt.state_dict)
             self.ema.n_averaged.fill_(int(state.get("ema_updates", 1)))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        self.history = list(state["history"])
-        self.epoch = int(ckpt.metadata["epoch"])
         self.best = dict(state["best"])
         self.best["metrics"] = _float_keys(json.loads(state["best_metrics"]))
-
-    def write_log(self) -> None:
-        path = self.out_dir / "log.csv"
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(self.history[0]))
-            writer.writeheader()
-            writer.writerows(self.history)
 
     def write_val_metrics(self, metrics: dict, thresholds: dict, extra: dict | None = None) -> None:
         out = {

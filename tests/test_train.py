@@ -22,13 +22,13 @@ from grunet.train import (
     dataset_paths,
     focal_loss,
     load_config,
-    lr_factor,
     make_loss,
     make_samples,
     pixel_weights,
     rescaled,
     train,
 )
+from grunet.train_loop import lr_factor
 from tests.conftest import shared_dataset
 
 DEMO = Path(__file__).resolve().parents[1] / "config" / "train_demo.yaml"
@@ -625,7 +625,7 @@ def test_fine_tuning_starts_from_the_given_checkpoint_and_refuses_another_archit
     from grunet.checkpoint import save_checkpoint
     from grunet.errors import ConfigError
     from grunet.model import SMALL, GRUUNet
-    from grunet.train import initial_weights
+    from grunet.train_loop import initial_weights
 
     torch.manual_seed(3)
     model = GRUUNet(SMALL)
