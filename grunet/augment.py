@@ -97,6 +97,7 @@ def add_cytoplasm_glow(
     diameter: float,
     level: tuple[float, float],
     rng: np.random.Generator,
+    eccentric: float = 0.0,
 ) -> np.ndarray:
     """Dim cell bodies around the nuclei, left as background in the labels.
 
@@ -107,12 +108,19 @@ def add_cytoplasm_glow(
     a flat plateau with a sharp edge is what looks most like a dim nucleus, and a model that
     has seen ordinary nuclei beside saturated ones must learn that a plateau around a bright
     nucleus is its cytoplasm.
+
+    ``eccentric``: each body also extends up to this many nucleus diameters to a side of its
+    own (cells whose nucleus sits at one end, as in most adherent cell lines): a crescent of
+    cytoplasm on one side of a nucleus, not only a ring around it. 0 (the default) shifts all
+    bodies alike, as before.
     """
     nuclei = labels > 0
     if not nuclei.any():
         return image
     shift = rng.uniform(-0.3, 0.3, 2) * diameter
     moved = ndi.shift(nuclei.astype(np.float32), shift, order=0) > 0.5
+    if eccentric > 0:
+        moved |= _moved_one_by_one(labels, eccentric * diameter, rng)
     distance = ndi.distance_transform_edt(~(nuclei | moved))
     smooth = max(1.0, diameter / 4)
     wobble = ndi.gaussian_filter(rng.standard_normal(image.shape), smooth)
@@ -126,6 +134,22 @@ def add_cytoplasm_glow(
     glow = np.clip((reach - distance) / edge, 0.0, 1.0) * texture
     brightness = float(np.median(image[nuclei]))
     return (image + glow * rng.uniform(*level) * brightness).astype(np.float32)
+
+
+def _moved_one_by_one(labels: np.ndarray, reach: float, rng: np.random.Generator) -> np.ndarray:
+    """The nuclei, each moved by its own random offset of up to ``reach`` px (clipped to the
+    patch), as one mask."""
+    moved = np.zeros(labels.shape, bool)
+    objects = ndi.find_objects(labels)
+    for label, box in enumerate(objects, start=1):
+        if box is None:
+            continue
+        ys, xs = np.nonzero(labels[box] == label)
+        angle, length = rng.uniform(0, 2 * np.pi), reach * np.sqrt(rng.random())
+        ys = np.clip(ys + box[0].start + int(round(length * np.sin(angle))), 0, labels.shape[0] - 1)
+        xs = np.clip(xs + box[1].start + int(round(length * np.cos(angle))), 0, labels.shape[1] - 1)
+        moved[ys, xs] = True
+    return moved
 
 
 def add_nucleoli(
@@ -209,7 +233,8 @@ def intensity(
     if rng.random() < opts.get("p_chromatin", 0.0):
         img = add_condensed_chromatin(img, labels, diameter, rng)
     if rng.random() < opts.get("p_glow", 0.0):
-        img = add_cytoplasm_glow(img, labels, diameter, opts["glow_level"], rng)
+        eccentric = opts.get("glow_eccentric", 0.0)
+        img = add_cytoplasm_glow(img, labels, diameter, opts["glow_level"], rng, eccentric)
     if rng.random() >= opts["p_intensity"]:
         return img, labels
     img = np.clip(img, 0.0, None) ** log_uniform(rng, opts["gamma"])

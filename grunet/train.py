@@ -119,6 +119,9 @@ DEFAULTS: dict = {
         # patches, at `glow_level` x the nuclei's median brightness
         "p_glow": 0.0,
         "glow_level": [0.1, 0.45],
+        # ...each cell body also reaching up to this many nucleus diameters to a side of its own
+        # (eccentric nuclei: cytoplasm crescents on one side); 0: all bodies shifted alike
+        "glow_eccentric": 0.0,
         # dark spots (nucleoli) inside the nuclei of this share of patches
         "p_nucleoli": 0.0,
         # bright clumps on a dimmer ground (condensed chromatin) in the nuclei of this share

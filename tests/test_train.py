@@ -313,6 +313,44 @@ def test_cytoplasm_glow_lies_around_the_nuclei_and_stays_background():
         assert added[near & ~nuclei].mean() > 0.05 * np.median(image[nuclei])
 
 
+def test_eccentric_glow_extends_each_cell_body_to_a_side_of_its_own():
+    """With ``eccentric`` each nucleus' body reaches out to its own side (a crescent of
+    cytoplasm beside the nucleus), so the glow's centre sits off each nucleus in directions
+    that differ between nuclei; without it every body is shifted alike. Labels unchanged."""
+    from scipy import ndimage as ndi
+
+    from grunet.augment import add_cytoplasm_glow
+
+    d = 16.0
+    labels = np.zeros((256, 256), np.int32)
+    centres = [(48, 48), (48, 208), (208, 48), (208, 208), (128, 128)]
+    yy, xx = np.mgrid[:256, :256]
+    for k, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (d / 2) ** 2] = k
+    image = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    own = ndi.distance_transform_edt(labels == 0, return_indices=True)[1]
+    nearest = labels[own[0], own[1]]  # each pixel's nucleus
+
+    def offsets(eccentric: float, seed: int) -> np.ndarray:
+        before = labels.copy()
+        glow = add_cytoplasm_glow(
+            image, labels, d, (0.3, 0.3), np.random.default_rng(seed), eccentric
+        )
+        assert (labels == before).all()
+        added = glow - image
+        index = range(1, len(centres) + 1)
+        at = np.array(ndi.center_of_mass(added, nearest, index))
+        return at - np.array(ndi.center_of_mass(labels > 0, labels, index))
+
+    def spread(eccentric: float) -> float:  # how far the bodies' offsets differ, px
+        found = [offsets(eccentric, seed) for seed in range(6)]
+        return float(np.mean([np.abs(o - o.mean(0)).max() for o in found]))
+
+    # wobble and texture move each body's centre a little (2-3.3 px per draw) even when all
+    # are shifted alike; bodies of their own side differ by 4.3-8.5 px
+    assert spread(0.0) < 0.22 * d < 0.28 * d < spread(1.0)
+
+
 def test_nucleoli_darken_only_inside_the_nuclei():
     """Nucleoli augmentation: dark spots within nuclei, nothing outside them brightened or
     changed, and the nuclei not erased (most of each stays as it was)."""
