@@ -17,6 +17,7 @@ whole plane resized at once, at any factor, with memory bounded by the tile.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -483,7 +484,8 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
     pass "finds" the model's size wherever it looks; here those fragments shrink ``D(f)``
     instead, and the answer is taken where objects *first* reach the model's size ``D0`` on the
     network's grid (see :func:`_crossing`). Cost: at most 13 passes of 256² pixels per plane,
-    independent of the image size, and the passes stop one factor after the crossing.
+    independent of the image size, and the passes stop one factor after the crossing; they are
+    never augmented (one forward pass each, whatever the predictor's ``augment``).
 
     Args:
         predictor: a :class:`grunet.predict.Predictor`.
@@ -501,6 +503,9 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
 
     d0 = predictor.object_diameter
     predictor = getattr(predictor, "scale_predictor", predictor)  # a checkpoint's scale model
+    if getattr(predictor, "augment", False):  # object sizes need one pass, not four
+        predictor = copy.copy(predictor)
+        predictor.augment = False
     options = predictor.segmentation_options
 
     def segment(probs):

@@ -409,6 +409,26 @@ def test_augmented_awkward_shapes_keep_their_shape_and_mirror_exactly():
             np.testing.assert_allclose(np.flip(mirrored, axes), probs, atol=1e-5)
 
 
+def test_the_diameter_estimate_is_not_augmented(tmp_path, plane):
+    """A checkpoint without a scale model estimates with its own network: with test-time
+    augmentation on, the estimate's passes are still single passes (the same passes as without
+    it, at a quarter of the cost), as they are for a checkpoint that carries a scale model."""
+    from grunet.scale import estimate_diameter
+
+    shipped = load_checkpoint()
+    alone = tmp_path / "alone.pt"
+    save_checkpoint(alone, shipped.build_model(), shipped.metadata)  # no scale model inside
+    plain = Predictor.from_checkpoint(alone, device="cpu", compile=False)
+    augmented = Predictor.from_checkpoint(alone, device="cpu", compile=False, augment=True)
+    crop = plane[:, :256, :256]
+    assert not np.array_equal(
+        augmented.predict_plane(crop, tile=256, halo=0), plain.predict_plane(crop, tile=256, halo=0)
+    )
+    found, expected = estimate_diameter(augmented, [plane]), estimate_diameter(plain, [plane])
+    np.testing.assert_array_equal(np.array(found.passes[0]), np.array(expected.passes[0]))
+    assert augmented.augment  # the caller's predictor keeps its setting
+
+
 def test_augmented_tiles_match_the_whole_augmented_image(predictor, plane):
     """Test-time augmentation keeps the seam guarantee of plain prediction (same bounds)."""
     _, augmented = _plain_and_augmented(predictor)
