@@ -1,4 +1,5 @@
-"""Train GRUU-Net on annotated images: patch dataset, augmentation, loss, loop, checkpoints.
+"""Train GRUU-Net on annotated images: patch dataset, augmentation, loss, validation, checkpoints
+(the epoch loop itself, shared with semantic training, is :mod:`grunet.train_loop`).
 
 Outputs of :func:`train` in ``out_dir``:
 - ``best.pt``: weights of the epoch with the best validation instance F1@IoU0.5 (plain
