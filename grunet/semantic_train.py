@@ -13,7 +13,6 @@ brought back to the image grid before the argmax).
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from grunet import semantic_data as sd
 from grunet.checkpoint import load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError
 from grunet.evaluate import jsonable
+from grunet.export import run_provenance, write_sidecar
 from grunet.model import GRUUNet
 from grunet.runtime import autocast, autocast_dtype, select_device
 from grunet.semantic_metrics import confusion_matrix, semantic_metrics, write_confusion_csv
@@ -327,37 +327,19 @@ def export_semantic_model(
     normalisation, input scale) and what provenance needs (data, epochs, val metrics, config,
     the command); ``dest.json`` repeats it with the file's sha256 and size.
     """
-    from grunet import __version__
-
-    run_dir, dest = Path(run_dir), Path(dest)
-    ckpt = load_checkpoint(run_dir / "best.pt")
+    ckpt, log, provenance = run_provenance(run_dir)
     meta, cfg = ckpt.metadata, ckpt.metadata["config"]
-    with open(run_dir / "log.csv") as fh:
-        log = list(csv.DictReader(fh))
-    seconds = sum(float(r["train_seconds"]) + float(r["val_seconds"]) for r in log)
     shipped = {
-        "grunet_version": __version__,
+        **provenance,
         "task": SEMANTIC,
         "classes": meta["classes"],
         "ignore_index": meta["ignore_index"],
         "normalization": meta["normalization"],
         "input_scale": meta.get("input_scale", 1.0),
-        "preset": meta["preset"],
-        "data": {
-            "dataset": Path(cfg["data"]["root"]).name if cfg["data"]["root"] else None,
-            "train_split": cfg["data"]["train_split"],
-            "val_split": cfg["data"]["val_split"],
-            "n_train_images": meta["n_train_images"],
-            "n_val_images": meta["n_val_images"],
-        },
-        "epochs": cfg["epochs"],
-        "best_epoch": meta["epoch"],
-        "steps": meta["steps"],
         "loss": cfg["loss"]["name"],
         "class_weighting": cfg["class_weighting"],
         "class_weights": meta.get("class_weights"),
         "val_metrics": meta.get("val_metrics"),
-        "training_minutes": round(seconds / 60, 1),
         "log": [{k: float(v) for k, v in row.items()} for row in log],
         "command": command,
         "config": cfg,
@@ -365,6 +347,4 @@ def export_semantic_model(
     }
     shipped = jsonable(shipped)
     sha = save_checkpoint(dest, ckpt.build_model(), shipped)
-    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **shipped}
-    dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    return write_sidecar(dest, sha, shipped)

@@ -11,7 +11,6 @@ Outputs of :func:`train` in ``out_dir``:
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from grunet import augment
 from grunet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from grunet.errors import ConfigError, InputError
 from grunet.evaluate import image_counts, jsonable, summarize
+from grunet.export import run_provenance, write_sidecar
 from grunet.model import GRUUNet
 from grunet.preprocess import (
     DEFAULT_PERCENTILES,
@@ -891,29 +891,13 @@ def export_model(
     Returns:
         The sidecar's content.
     """
-    from grunet import __version__
-
     run_dir, dest = Path(run_dir), Path(dest)
-    ckpt = load_checkpoint(run_dir / "best.pt")
+    ckpt, log, provenance = run_provenance(run_dir)
     meta, cfg = ckpt.metadata, ckpt.metadata["config"]
-    with open(run_dir / "log.csv") as fh:
-        log = list(csv.DictReader(fh))
-    seconds = sum(float(r["train_seconds"]) + float(r["val_seconds"]) for r in log)
     val_file = run_dir / "val_metrics.json"
     val = json.loads(val_file.read_text()) if val_file.exists() else {}
     shipped = {
-        "grunet_version": __version__,
-        "preset": meta["preset"],
-        "data": {
-            "dataset": Path(cfg["data"]["root"]).name if cfg["data"]["root"] else None,
-            "train_split": cfg["data"]["train_split"],
-            "val_split": cfg["data"]["val_split"],
-            "n_train_images": meta["n_train_images"],
-            "n_val_images": meta["n_val_images"],
-        },
-        "epochs": cfg["epochs"],
-        "best_epoch": meta["epoch"],
-        "steps": meta["steps"],
+        **provenance,
         "loss": cfg["loss"],
         "normalization": meta["normalization"],
         "object_diameter": meta.get("object_diameter"),
@@ -922,7 +906,6 @@ def export_model(
         "val_metrics": val.get("val", meta.get("val_metrics")),
         "val_metrics_default_thresholds": val.get("val_default_thresholds"),
         "train_f1_50": val.get("train_f1_50"),
-        "training_minutes": round(seconds / 60, 1),
         "last_epoch": {k: float(v) for k, v in log[-1].items()},
         "command": command,
         "config": cfg,
@@ -946,7 +929,7 @@ def export_model(
         low_magnification_model=low,
         min_factor=min_factor,
     )
-    return _write_sidecar(dest, sha, shipped)
+    return write_sidecar(dest, sha, shipped)
 
 
 def _scale_network(path: str | Path, normalization) -> tuple[Checkpoint, dict]:
@@ -1051,7 +1034,7 @@ def _resave(
         low_magnification_model=low,
         min_factor=min_factor,
     )
-    return _write_sidecar(Path(dest), sha, meta)
+    return write_sidecar(Path(dest), sha, meta)
 
 
 def _check_same_inputs(source, theirs: dict, ours: dict, consequence: str) -> None:
@@ -1063,17 +1046,6 @@ def _check_same_inputs(source, theirs: dict, ours: dict, consequence: str) -> No
                 f"{source}: its {key} {theirs.get(key)} differs from the model's "
                 f"{ours.get(key)}; {consequence}"
             )
-
-
-def _write_sidecar(dest: Path, sha: str, meta: dict) -> dict:
-    """``dest.json``: the shipped file's name, sha256 and size with its metadata (atomically,
-    like the checkpoint beside it)."""
-    from grunet.atomic import atomic_output
-
-    sidecar = {"file": dest.name, "sha256": sha, "bytes": dest.stat().st_size, **meta}
-    with atomic_output(dest.with_suffix(".json"), overwrite=True) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
 
 
 def _low_magnification(run_dir, meta: dict, min_factor: float | None):
