@@ -6,7 +6,6 @@ instances, chunked, for stores) is the module :mod:`grunet.segmentation`.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +74,8 @@ def segment(
     from grunet.segmentation import segment_plane
 
     predictor = model if isinstance(model, Predictor) else load_model(model)
-    if augment is not None and bool(augment) != predictor.augment:
-        predictor = copy.copy(predictor)  # the caller's predictor keeps its setting
-        predictor.augment = bool(augment)
+    if augment is not None:
+        predictor = predictor.with_augment(augment)
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[None]

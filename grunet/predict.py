@@ -31,6 +31,7 @@ compute; tile 1024 + halo 32 reads 1.13× the pixels at most, halo 64 1.27×.
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import sys
@@ -622,6 +623,15 @@ class Predictor:
         if not self.augment:
             return NO_MIRRORS
         return LEFT_RIGHT_MIRRORS if self.semantic else MIRRORS
+
+    def with_augment(self, augment: bool) -> Predictor:
+        """This predictor if its ``augment`` is already ``augment``, else a shallow copy (same
+        networks and prepared model) with it set: the caller's predictor keeps its setting."""
+        if bool(augment) == self.augment:
+            return self
+        other = copy.copy(self)
+        other.augment = bool(augment)
+        return other
 
     def check_channels(self, channels: int, where: str | Path | None) -> None:
         """Refuse an image whose channel count differs from the network's, naming both."""

@@ -17,7 +17,6 @@ whole plane resized at once, at any factor, with memory bounded by the tile.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -503,9 +502,7 @@ def estimate_diameter(predictor, planes, *, factors=CANDIDATE_FACTORS) -> Diamet
 
     d0 = predictor.object_diameter
     predictor = getattr(predictor, "scale_predictor", predictor)  # a checkpoint's scale model
-    if getattr(predictor, "augment", False):  # object sizes need one pass, not four
-        predictor = copy.copy(predictor)
-        predictor.augment = False
+    predictor = predictor.with_augment(False)  # object sizes need one pass, not four
     options = predictor.segmentation_options
 
     def segment(probs):
