@@ -154,8 +154,9 @@ class SemanticTrainer(EpochLoop):
             logits = self.model(x)
         return self.optimise(self.loss(logits.float(), y))
 
-    def validate(self) -> tuple[dict, np.ndarray, float]:
-        """Metrics and confusion of the val images at their files' resolution, and val loss."""
+    def validate_epoch(self) -> tuple[dict, float, dict]:
+        """Metrics and loss of the val images at their files' resolution, and the log's val
+        columns; the confusion matrix is kept for the best epoch's ``confusion.csv``."""
         confusion = np.zeros((self.n, self.n), dtype=np.int64)
         losses = []
         for group in _same_shape_groups(self.val_samples, 4):
@@ -173,17 +174,14 @@ class SemanticTrainer(EpochLoop):
                 losses.append(float(self.loss(lg[None], target[None])))
                 pred = lg.argmax(0).numpy()
                 confusion += confusion_matrix(s.full_labels, pred, self.n, self.ignore)
-        names = [c["name"] for c in self.classes]
-        return semantic_metrics(confusion, names), confusion, float(np.mean(losses))
-
-    def validate_epoch(self) -> tuple[dict, float, dict]:
-        metrics, self._confusion, val_loss = self.validate()
+        metrics = semantic_metrics(confusion, [c["name"] for c in self.classes])
+        self._confusion = confusion
         columns = {
             "val_miou": metrics["mean_iou"],
             "val_global_acc": metrics["global_accuracy"],
             "val_class_acc": metrics["class_average_accuracy"],
         }
-        return metrics, val_loss, columns
+        return metrics, float(np.mean(losses)), columns
 
     def finish(self) -> None:
         self.write_val_metrics()

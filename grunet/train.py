@@ -521,7 +521,8 @@ class Trainer(EpochLoop):
         """The network validated and saved: the weights' moving average if enabled."""
         return self.model if self.ema is None else self.ema.module
 
-    def validate(self) -> tuple[dict, float, list[np.ndarray]]:
+    def validate_epoch(self) -> tuple[dict, float, dict]:
+        """Instance metrics and loss of the val images, and the log's val columns."""
         probs, losses = [], []
         for s in self.val_samples:
             p = predict_probabilities(self.evaluated, s.image, self.device, self.cfg["amp"])
@@ -531,17 +532,13 @@ class Trainer(EpochLoop):
             contact = None if s.contact is None else torch.from_numpy(s.contact)[None]
             losses.append(float(self.loss_fn(logp, target, contact)))
         metrics = summarize(segment_samples(probs, self.val_samples, self.thresholds))
-        return metrics, float(np.mean(losses)), probs
-
-    def validate_epoch(self) -> tuple[dict, float, dict]:
-        metrics, val_loss, _ = self.validate()
         columns = {
             "val_f1_50": metrics["f1_50"],
             "val_ap50": metrics["ap50"],
             "val_f1_75": metrics["thresholds"][0.75]["f1"],
             "val_seg": metrics["seg"],
         }
-        return metrics, val_loss, columns
+        return metrics, float(np.mean(losses)), columns
 
     def finish(self) -> None:
         """Thresholds tuned on train images (``tune_thresholds``) and the val metrics file."""

@@ -3,8 +3,8 @@
 ``steps_per_epoch`` steps each followed by validation, the log, and the resume state.
 
 What differs between tasks (the batch and loss of a step, how validation scores an epoch, what
-the checkpoints carry) stays in each trainer; this module knows nothing about files beyond the
-run's ``log.csv``.
+the checkpoints carry) stays in each trainer; of files this module reads only the checkpoint
+a run fine-tunes from and writes only the run's ``log.csv``.
 """
 
 from __future__ import annotations
