@@ -228,7 +228,7 @@ class SemanticTrainer(EpochLoop):
 
     def write_val_metrics(self) -> None:
         out = {"best_epoch": self.best.get("epoch"), "val": self.best.get("metrics", {})}
-        (self.out_dir / "val_metrics.json").write_text(json.dumps(jsonable(out), indent=2))
+        self.write_val_metrics_file(out)
 
 
 SEMANTIC_CURVES = {

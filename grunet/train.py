@@ -612,7 +612,7 @@ class Trainer(EpochLoop):
             "val": metrics,
             **(extra or {}),
         }
-        (self.out_dir / "val_metrics.json").write_text(json.dumps(jsonable(out), indent=2))
+        self.write_val_metrics_file(out)
 
     def finish_with_tuning(self) -> None:
         """Tune thresholds on the train split with best.pt, re-score val, update best.pt."""

@@ -4,12 +4,13 @@
 
 What differs between tasks (the batch and loss of a step, how validation scores an epoch, what
 the checkpoints carry) stays in each trainer; of files this module reads only the checkpoint
-a run fine-tunes from and writes only the run's ``log.csv``.
+a run fine-tunes from and writes only the run's ``log.csv`` and ``val_metrics.json``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import time
@@ -19,8 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from grunet.atomic import atomic_output
 from grunet.checkpoint import load_checkpoint
 from grunet.errors import ConfigError
+from grunet.evaluate import jsonable
 from grunet.model import GRUUNet, preset
 
 
@@ -160,7 +163,14 @@ class EpochLoop:
         return state
 
     def write_log(self) -> None:
-        with open(self.out_dir / "log.csv", "w", newline="") as fh:
+        """``log.csv``, one row per epoch (atomically, like every file of the run)."""
+        path = self.out_dir / "log.csv"
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(self.history[0]))
             writer.writeheader()
             writer.writerows(self.history)
+
+    def write_val_metrics_file(self, content: dict) -> None:
+        """``val_metrics.json``, atomically: a rerun takes its presence for a finished run."""
+        with atomic_output(self.out_dir / "val_metrics.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(jsonable(content), indent=2))
