@@ -337,6 +337,67 @@ def test_large_images_get_a_pyramid_that_ome_zarr_reads(tmp_path):
     assert not (tmp_path / "n.ome.zarr" / "1").exists()
 
 
+def test_store_and_label_metadata_is_what_ome_zarr_writes_and_is_valid(tmp_path, crop):
+    """grunet builds the OME-NGFF metadata itself (no job imports ome-zarr); it must equal what
+    ome-zarr's own writer makes from the same datasets and axes (which that writer checks), and
+    the image, its label image and the labels group must validate with ome-zarr-models."""
+    import warnings
+
+    from ome_zarr.format import FormatV05
+    from ome_zarr_models.v05 import Image, ImageLabel, Labels
+
+    with warnings.catch_warnings():  # ome_zarr.writer's import warns about its deprecated Scaler
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import add_metadata, write_multiscales_metadata
+
+    two_channels = np.stack([crop[:2], crop[:2] // 2])[None]  # (1, 2, 2, 64, 80)
+    stack = ImageStack(
+        da.from_array(two_channels), pixel_sizes={"z": 2.0, "y": 0.5, "x": 0.5}, source="x"
+    )
+    out = write_image(tmp_path / "m.ome.zarr", stack, pyramid=1)
+    extras = {"colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}]}
+    labels = write_labels(out, np.zeros((1, 2, 64, 80), np.uint32), image_label=extras)
+
+    def ome(path: Path) -> dict:
+        return json.loads((path / "zarr.json").read_text())["attributes"]["ome"]
+
+    ours, our_labels = ome(out), ome(labels)
+    assert len(ours["multiscales"][0]["datasets"]) == 2
+    assert [c["label"] for c in ours["omero"]["channels"]] == ["ch0", "ch1"]
+    for written, extra in ((ours, {"omero": ours.get("omero")}), (our_labels, None)):
+        reference = zarr.open_group(str(tmp_path / f"ref{len(extra or {})}"), zarr_format=3)
+        multiscale = written["multiscales"][0]
+        write_multiscales_metadata(reference, datasets=multiscale["datasets"], fmt=FormatV05(),
+                                   axes=multiscale["axes"], name=multiscale["name"])  # fmt: skip
+        if extra is None:
+            extra = {"image-label": {"version": "0.5", "source": {"image": "../../"}, **extras}}
+        add_metadata(reference, extra, fmt=FormatV05())
+        assert reference.attrs["ome"] == written
+    Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    ImageLabel.from_zarr(zarr.open_group(str(labels), mode="r"))
+    Labels.from_zarr(zarr.open_group(str(out / "labels"), mode="r"))
+    assert ome(out / "labels") == {"version": "0.5", "labels": ["cells"]}
+
+
+def test_labels_of_a_pyramid_image_get_its_levels_with_existing_ids(tmp_path):
+    """The labels spec (and napari, which pairs levels up) wants a label image with the image's
+    resolutions; a coarser level holds ids picked from the finer one, never an average of two."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    image = np.zeros((1, 1, 1, 2100, 1100), np.uint8)
+    out = write_image(tmp_path / "p.ome.zarr", ImageStack(da.from_array(image)))
+    labels = np.random.default_rng(3).integers(0, 5, (1, 1, 2100, 1100), dtype=np.uint32)
+    labels[..., ::2, ::2] = 7  # odd ids only where level 1 never looks
+    write_labels(out, labels)
+    levels = [zarr.open_array(str(out / "labels" / "cells" / str(k)), mode="r") for k in range(3)]
+    assert [a.shape[-2:] for a in levels] == [(2100, 1100), (1050, 550), (525, 275)]
+    np.testing.assert_array_equal(levels[0][:], labels[:, None])
+    assert np.unique(levels[1][:]).tolist() == [7] and np.unique(levels[2][:]).tolist() == [7]
+    label_node = [n for n in Reader(parse_url(str(out / "labels" / "cells")))()][0]
+    assert len(label_node.data) == 3
+
+
 def test_readers_do_not_import_the_store_module():
     """One import direction only: the store (writing) uses the readers, never the reverse."""
     import ast
