@@ -283,6 +283,23 @@ def test_tiff_layouts_read_region_by_region(tmp_path, crop, kwargs, axes, shape)
     np.testing.assert_array_equal(stack.data[..., 5:37, 9:50].compute(), whole[..., 5:37, 9:50])
 
 
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_rgb_channels_are_named_and_shown_in_their_colours(tmp_path, crop, planar):
+    """An RGB TIFF's samples are red, green and blue: named so, and displayed so (omero)."""
+    data = np.stack([crop[0], crop[1], crop[2]]).astype(np.uint8)
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, data if planar == "separate" else np.moveaxis(data, 0, -1),
+                     photometric="rgb", planarconfig=planar)  # fmt: skip
+    stack = read_image(path)
+    assert stack.channel_names == ["red", "green", "blue"]
+    out = write_image(tmp_path / "rgb.ome.zarr", stack)
+    omero = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]["omero"]
+    assert [c["color"] for c in omero["channels"]] == ["FF0000", "00FF00", "0000FF"]
+    two = write_image(tmp_path / "two.ome.zarr", ImageStack(da.from_array(data[None, :2, None])))
+    colours = json.loads((two / "zarr.json").read_text())["attributes"]["ome"]["omero"]
+    assert [c["color"] for c in colours["channels"]] == ["00FF00", "FF00FF"]  # ch0, ch1
+
+
 def test_int16_input_keeps_dtype_and_exact_ranges(tmp_path, crop):
     signed = crop.astype(np.int32) // 4 - 500
     stack = ImageStack(da.from_array(signed.astype(np.int16)[None, None], chunks=(1, 1, 2, 32, 32)))

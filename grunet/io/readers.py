@@ -56,6 +56,7 @@ ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 TARGET_YX = 1024
 MAX_CHUNK_BYTES = 64 * 2**20
 AMBIGUOUS_AXES = "QI"  # tifffile's generic series/sequence axes
+RGB_NAMES = ("red", "green", "blue")  # channel names of RGB images (their display colours too)
 SUPPORTED = (
     "TIFF (.tif/.tiff/.ome.tif), zarr / OME-Zarr directories, .npy, PNG / JPEG; "
     f"CZI, ND2, LIF, DV and more with the '{vendor.EXTRA}' extra ({vendor.INSTALL})"
@@ -401,6 +402,18 @@ def tiff_scenes(path: str) -> list[str]:
         tif.close()
 
 
+def _rgb_samples(series) -> bool:
+    """True where the series' samples are the three channels of an RGB image."""
+    import tifffile
+
+    axes = series.axes.upper()
+    return (
+        series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
+        and "S" in axes
+        and series.shape[axes.index("S")] == 3
+    )
+
+
 def read_tiff(path: str, axes: str | None = None, scene: int = 0) -> ImageStack:
     """Lazily read series ``scene`` of a TIFF / OME-TIFF / ImageJ hyperstack (pyramid level 0)."""
     import zarr
@@ -417,6 +430,8 @@ def read_tiff(path: str, axes: str | None = None, scene: int = 0) -> ImageStack:
         file_axes = parse_axes(axes, len(shape), path) if axes else _file_axes(series.axes, path)
         notes: list[str] = []
         pixel_sizes, names = _tiff_metadata(tif, series, scene, notes)
+        if not names and _rgb_samples(series):
+            names = list(RGB_NAMES)
         scene_name = (series.name or f"series{scene}") if len(tif.series) > 1 else None
         contiguous = _contiguous_array(tif, series, path)
         if contiguous is not None:  # uncompressed: read exactly the requested region
@@ -679,7 +694,7 @@ def read_picture(path: str, axes: str | None = None) -> ImageStack:
     check_shape(tuple(array.shape), path)
     check_dtype(array.dtype, path)
     file_axes = parse_axes(axes, array.ndim, path) if axes else ("YXC" if array.ndim == 3 else "YX")
-    names = ["red", "green", "blue"] if file_axes == "YXC" and array.shape[-1] == 3 else None
+    names = list(RGB_NAMES) if file_axes == "YXC" and array.shape[-1] == 3 else None
     return _finish(
         _lazy(np.ascontiguousarray(array), file_axes, path), file_axes, path, channel_names=names
     )

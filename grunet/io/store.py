@@ -56,6 +56,9 @@ IMAGE_PATH = "0"
 # The tests check that it equals what ome-zarr's writer makes for the same store and that
 # ome-zarr-models validates it.
 NGFF_VERSION = "0.5"
+# Display colours (OME ``omero`` metadata) of channels named after one, as RGB images' are
+# ("red", "green", "blue"); other channels of a multi-channel image cycle through a palette.
+NAMED_COLOURS = {"red": "FF0000", "green": "00FF00", "blue": "0000FF", "gray": "FFFFFF"}
 
 
 def scratch_compressors() -> tuple:
@@ -273,7 +276,7 @@ def _write_ome_metadata(
         channels = [
             {
                 "label": label,
-                "color": colors[i % len(colors)],
+                "color": NAMED_COLOURS.get(str(label).lower(), colors[i % len(colors)]),
                 "active": True,
                 "window": {"min": mn, "max": mx, "start": lo, "end": hi},
             }
