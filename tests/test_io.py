@@ -381,15 +381,18 @@ def test_store_and_label_metadata_is_what_ome_zarr_writes_and_is_valid(tmp_path,
     ours, our_labels = ome(out), ome(labels)
     assert len(ours["multiscales"][0]["datasets"]) == 2
     assert [c["label"] for c in ours["omero"]["channels"]] == ["ch0", "ch1"]
-    for written, extra in ((ours, {"omero": ours.get("omero")}), (our_labels, None)):
-        reference = zarr.open_group(str(tmp_path / f"ref{len(extra or {})}"), zarr_format=3)
+    image_label = {"version": "0.5", "source": {"image": "../../"}, **extras}
+    references = {
+        "image": (ours, {"omero": ours["omero"]}),
+        "labels": (our_labels, {"image-label": image_label}),
+    }
+    for name, (written, extra) in references.items():
+        reference = zarr.open_group(str(tmp_path / name), zarr_format=3)
         multiscale = written["multiscales"][0]
         write_multiscales_metadata(reference, datasets=multiscale["datasets"], fmt=FormatV05(),
                                    axes=multiscale["axes"], name=multiscale["name"])  # fmt: skip
-        if extra is None:
-            extra = {"image-label": {"version": "0.5", "source": {"image": "../../"}, **extras}}
         add_metadata(reference, extra, fmt=FormatV05())
-        assert reference.attrs["ome"] == written
+        assert reference.attrs["ome"] == written, name
     Image.from_zarr(zarr.open_group(str(out), mode="r"))
     ImageLabel.from_zarr(zarr.open_group(str(labels), mode="r"))
     Labels.from_zarr(zarr.open_group(str(out / "labels"), mode="r"))
