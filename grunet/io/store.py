@@ -41,7 +41,7 @@ from grunet.io.ranges import (
     ranges_from_stats,
     tree_reduce,
 )
-from grunet.io.readers import ome_attrs, read_ome_zarr
+from grunet.io.readers import RGB_NAMES, ome_attrs, read_ome_zarr
 from grunet.io.stack import PIXEL_SIZE_KEYS, ImageStack, check_dtype
 from grunet.parallel import rechunk_method, threaded_scheduler
 
@@ -56,9 +56,9 @@ IMAGE_PATH = "0"
 # The tests check that it equals what ome-zarr's writer makes for the same store and that
 # ome-zarr-models validates it.
 NGFF_VERSION = "0.5"
-# Display colours (OME ``omero`` metadata) of channels named after one, as RGB images' are
-# ("red", "green", "blue"); other channels of a multi-channel image cycle through a palette.
-NAMED_COLOURS = {"red": "FF0000", "green": "00FF00", "blue": "0000FF", "gray": "FFFFFF"}
+# Display colours (OME ``omero`` metadata) of RGB images' channels, which the readers name
+# after them; other channels of a multi-channel image cycle through a palette.
+NAMED_COLOURS = dict(zip(RGB_NAMES, ("FF0000", "00FF00", "0000FF"), strict=True))
 
 
 def scratch_compressors() -> tuple:
@@ -268,9 +268,10 @@ def _write_ome_metadata(
                 "coordinateTransformations": [{"type": "scale", "scale": scale}],
             }
         )
-    ome = dict(group.attrs.get("ome", {}))
-    ome["version"] = NGFF_VERSION
-    ome["multiscales"] = [{"datasets": datasets, "name": name, "axes": _ome_axes(pixel_sizes)}]
+    ome = {
+        "version": NGFF_VERSION,
+        "multiscales": [{"datasets": datasets, "name": name, "axes": _ome_axes(pixel_sizes)}],
+    }
     if channel_names is not None and windows is not None:
         colors = ["FFFFFF"] if len(channel_names) == 1 else ["00FF00", "FF00FF", "00FFFF", "FFFF00"]
         channels = [
@@ -470,6 +471,8 @@ def write_labels(
     image = open_store(store)
     if not (store / "zarr.json").exists():
         raise InputError(store, "labels can only be added to an OME-Zarr 0.5 (zarr v3) store")
+    # as many resolutions as the image (the OME-Zarr labels spec; napari pairs them up)
+    levels = len(ome_attrs(_open_group(store))["multiscales"][0]["datasets"]) - 1
     labels = da.asarray(labels)
     t, _c, z, y, x = image.shape
     if labels.ndim == 4:
@@ -505,11 +508,9 @@ def write_labels(
         _stream_write(
             labels, target, check_labels=str(store), progress=progress, desc=f"labels {name}"
         )
-        # as many resolutions as the image (the OME-Zarr labels spec; napari pairs them up)
-        levels = len(ome_attrs(zarr.open_group(str(store), mode="r"))["multiscales"][0]["datasets"])
-        _write_pyramid(group, target, levels - 1, labels=True, progress=progress, desc=name)
+        _write_pyramid(group, target, levels, labels=True, progress=progress, desc=name)
         _write_ome_metadata(
-            group, image.pixel_sizes, name, levels=levels - 1, image_label=image_label or {}
+            group, image.pixel_sizes, name, levels=levels, image_label=image_label or {}
         )
         group.attrs["grunet"] = {**(attrs or {}), "version": __version__}
     _list_label(store, name)
