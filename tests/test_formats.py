@@ -128,6 +128,16 @@ def test_time_interval_and_z_step_reach_the_store(tmp_path):
     assert scale[0] == pytest.approx(60.0, abs=0.1)
 
 
+def test_channel_colours_of_an_nd2_file_reach_the_store(tmp_path):
+    """The acquisition's channel colours (DAPI blue, FITC green, ...) are what viewers show."""
+    path = _vendor("example-multichannel.nd2")
+    (store,) = convert([path], tmp_path)
+    omero = dict(zarr.open_group(str(store), mode="r").attrs)["ome"]["omero"]["channels"]
+    shown = {c["label"]: c["color"] for c in omero}
+    assert shown == {"Mono": "FFFFFF", "DAPI": "0033FF", "FITC BP": "07FF00", "TRITC BP": "FFBF00"}
+    assert open_store(store).channel_colours == list(shown.values())  # kept for re-conversion
+
+
 # ------------------------------------------------------------------------------- bad input
 def _truncated(tmp_path, name: str, fraction: float = 0.6):
     source = _vendor(name)

@@ -300,6 +300,34 @@ def test_rgb_channels_are_named_and_shown_in_their_colours(tmp_path, crop, plana
     assert [c["color"] for c in colours["channels"]] == ["00FF00", "FF00FF"]  # ch0, ch1
 
 
+def test_ome_tiff_channel_colours_are_shown_unless_they_do_not_tell_channels_apart(tmp_path, crop):
+    """OME ``Color`` (signed RGBA) becomes the store's display colour; colours the same for
+    every channel (white, as files without display settings record) give way to a palette."""
+    data = np.stack([crop[0], crop[1] // 2])
+    omero = {}
+    for name, colours in (("dapi_gfp", [0x0033FFFF, 0x07FF00FF - 2**32]), ("white", [-1, -1])):
+        path = tmp_path / f"{name}.ome.tif"
+        tifffile.imwrite(path, data, ome=True, metadata={
+            "axes": "CYX", "Channel": {"Name": ["DAPI", "GFP"], "Color": colours}})  # fmt: skip
+        stack = read_image(path)
+        out = write_image(tmp_path / f"{name}.ome.zarr", stack)
+        channels = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]["omero"]
+        omero[name] = [c["color"] for c in channels["channels"]]
+        assert open_store(out).channel_colours == stack.channel_colours
+    assert omero == {"dapi_gfp": ["0033FF", "07FF00"], "white": ["00FF00", "FF00FF"]}
+
+
+def test_fiji_composite_shows_its_channels_in_their_lookup_table_colours(tmp_path, crop):
+    luts = np.zeros((2, 3, 256), np.uint8)
+    luts[0, 2] = luts[1, 0] = luts[1, 2] = np.arange(256)  # blue, magenta
+    path = tmp_path / "composite.tif"
+    data = np.stack([crop[0], crop[1]])
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "CYX", "LUTs": list(luts)})
+    out = write_image(tmp_path / "composite.ome.zarr", read_image(path))
+    channels = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]["omero"]
+    assert [c["color"] for c in channels["channels"]] == ["0000FF", "FF00FF"]
+
+
 def test_int16_input_keeps_dtype_and_exact_ranges(tmp_path, crop):
     signed = crop.astype(np.int32) // 4 - 500
     stack = ImageStack(da.from_array(signed.astype(np.int16)[None, None], chunks=(1, 1, 2, 32, 32)))

@@ -205,6 +205,7 @@ def _finish(
     attrs: dict | None = None,
     scene: str | None = None,
     warnings: list[str] | None = None,
+    colours: list[str | None] | None = None,
 ) -> ImageStack:
     data = to_tczyx(data, axes, path)
     n_channels = data.shape[1]
@@ -214,6 +215,7 @@ def _finish(
         data=data,
         pixel_sizes=pixel_sizes or {},
         channel_names=list(channel_names),
+        channel_colours=list(colours or []),
         source=path,
         attrs=attrs or {},
         scene=scene,
@@ -304,14 +306,14 @@ def _not_positive(value: Any, axis: str, unit: str, path: str, notes: list[str])
 
 def _ome_metadata(
     xml: str, image: int = 0, path: str = "", notes: list[str] | None = None
-) -> tuple[dict, list[str]]:
-    """Pixel sizes and channel names of OME-XML image number ``image``."""
+) -> tuple[dict, list[str], list[str | None]]:
+    """Pixel sizes, channel names and channel colours of OME-XML image number ``image``."""
     root = ET.fromstring(xml)
     images = [el for el in root if el.tag.endswith("}Image")]
     where = images[image] if image < len(images) else root
     pixels = next((el for el in where.iter() if el.tag.endswith("}Pixels")), None)
     if pixels is None:
-        return {}, []
+        return {}, [], []
     a = pixels.attrib
     for axis, key, unit in (("x", "PhysicalSizeX", "µm"), ("y", "PhysicalSizeY", "µm"),
                             ("z", "PhysicalSizeZ", "µm"), ("t", "TimeIncrement", "s")):  # fmt: skip
@@ -323,11 +325,29 @@ def _ome_metadata(
         "z": length_um(a.get("PhysicalSizeZ"), a.get("PhysicalSizeZUnit", "µm")),
         "t": time_s(a.get("TimeIncrement"), a.get("TimeIncrementUnit", "s")),
     }
-    names = [
-        el.attrib.get("Name", f"ch{i}")
-        for i, el in enumerate(e for e in pixels if e.tag.endswith("}Channel"))
-    ]
-    return sizes, names
+    channels = [e for e in pixels if e.tag.endswith("}Channel")]
+    names = [el.attrib.get("Name", f"ch{i}") for i, el in enumerate(channels)]
+    colours = [ome_colour(el.attrib.get("Color")) for el in channels]
+    return sizes, names, colours
+
+
+def ome_colour(value: str | int | None) -> str | None:
+    """``"RRGGBB"`` of an OME ``Color`` (a signed 32-bit RGBA integer); None when absent."""
+    try:
+        rgba = int(value) & 0xFFFFFFFF  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f"{rgba >> 8:06X}"
+
+
+def _lut_colours(luts: Any) -> list[str | None]:
+    """Display colours of ImageJ channel lookup tables (Fiji composites): each LUT's top entry."""
+    colours: list[str | None] = []
+    for lut in luts or []:
+        lut = np.asarray(lut)
+        top = lut[:, -1] if lut.ndim == 2 and lut.shape[0] == 3 else None
+        colours.append(None if top is None else "".join(f"{int(v) & 255:02X}" for v in top))
+    return colours
 
 
 def _resolution_um(page, unit: str | None = None) -> tuple[float | None, float | None]:
@@ -347,13 +367,16 @@ def _resolution_um(page, unit: str | None = None) -> tuple[float | None, float |
     return y, x
 
 
-def _tiff_metadata(tif, series, index: int, notes: list[str]) -> tuple[dict, list[str]]:
+def _tiff_metadata(
+    tif, series, index: int, notes: list[str]
+) -> tuple[dict, list[str], list[str | None]]:
+    """Pixel sizes, channel names and colours (OME-XML, else ImageJ or resolution tags)."""
     page = series.pages[0] if series.pages else tif.pages.first
     path = tif.filehandle.path
     if tif.is_ome and tif.ome_metadata:
-        sizes, names = _ome_metadata(tif.ome_metadata, index, path, notes)
+        sizes, names, colours = _ome_metadata(tif.ome_metadata, index, path, notes)
         if sizes:
-            return sizes, names
+            return sizes, names, colours
     if tif.is_imagej and tif.imagej_metadata is not None:
         meta = tif.imagej_metadata
         unit = meta.get("unit")  # absent or "pixel": not calibrated
@@ -364,9 +387,9 @@ def _tiff_metadata(tif, series, index: int, notes: list[str]) -> tuple[dict, lis
             _not_positive(meta["spacing"], "z", unit, path, notes)
         z = length_um(meta.get("spacing"), unit) if calibrated else None
         t = time_s(meta.get("finterval"), meta.get("tunit", "s"))
-        return {"x": x, "y": y, "z": z, "t": t}, []
+        return {"x": x, "y": y, "z": z, "t": t}, [], _lut_colours(meta.get("LUTs"))
     y, x = _resolution_um(page)
-    return {"x": x, "y": y, "z": None, "t": None}, []
+    return {"x": x, "y": y, "z": None, "t": None}, [], []
 
 
 def _open_tiff(path: str):
@@ -429,7 +452,7 @@ def read_tiff(path: str, axes: str | None = None, scene: int = 0) -> ImageStack:
         _check_tiff_complete(tif, series, path)
         file_axes = parse_axes(axes, len(shape), path) if axes else _file_axes(series.axes, path)
         notes: list[str] = []
-        pixel_sizes, names = _tiff_metadata(tif, series, scene, notes)
+        pixel_sizes, names, colours = _tiff_metadata(tif, series, scene, notes)
         if not names and _rgb_samples(series):
             names = list(RGB_NAMES)
         scene_name = (series.name or f"series{scene}") if len(tif.series) > 1 else None
@@ -453,7 +476,10 @@ def read_tiff(path: str, axes: str | None = None, scene: int = 0) -> ImageStack:
     except Exception as err:
         tif.close()
         raise InputError(path, f"cannot read TIFF ({type(err).__name__}: {err})") from None
-    return _finish(data, file_axes, path, pixel_sizes, names, scene=scene_name, warnings=notes)
+    return _finish(
+        data, file_axes, path, pixel_sizes, names, scene=scene_name, warnings=notes,
+        colours=colours,
+    )  # fmt: skip
 
 
 class _ContiguousArray:
@@ -614,12 +640,17 @@ def read_ome_zarr(path: Path, group) -> ImageStack:
         elif name in "zyx":
             sizes[name] = length_um(value, unit) if unit else None
     attrs = dict(group.attrs.get("grunet", {}))
-    channels = [c.get("label", "") for c in ome.get("omero", {}).get("channels", [])]
+    omero = ome.get("omero", {}).get("channels", [])
+    channels = [c.get("label", "") for c in omero]
+    colours = [c.get("color") for c in omero]
     if attrs:
         sizes = {**sizes, **(attrs.get("pixel_sizes") or {})}
         channels = attrs.get("channel_names") or channels
+        colours = attrs.get("channel_colours") or colours
     data = _lazy(array, _file_axes(axes, str(path)), str(path), native=array.chunks)
-    return _finish(data, _file_axes(axes, str(path)), str(path), sizes, channels, attrs)
+    return _finish(
+        data, _file_axes(axes, str(path)), str(path), sizes, channels, attrs, colours=colours
+    )
 
 
 def read_zarr(path: Path, axes: str | None = None) -> ImageStack:

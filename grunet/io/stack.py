@@ -22,6 +22,8 @@ class ImageStack:
         data: dask array (T, C, Z, Y, X) in the source dtype; nothing is loaded until computed.
         pixel_sizes: ``{"t": seconds|None, "z": um|None, "y": um|None, "x": um|None}``.
         channel_names: one name per channel.
+        channel_colours: each channel's display colour as the file records it (``"RRGGBB"``),
+            None where it records none; what viewers show is chosen in :mod:`grunet.io.store`.
         source: the path the image was read from.
         attrs: the ``"grunet"`` attributes when read from a canonical store (else ``{}``).
         scene: the scene (position, series) name of a multi-scene file, else None.
@@ -37,6 +39,7 @@ class ImageStack:
     data: da.Array
     pixel_sizes: dict[str, float | None] = field(default_factory=dict)
     channel_names: list[str] = field(default_factory=list)
+    channel_colours: list[str | None] = field(default_factory=list)
     source: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
     scene: str | None = None
@@ -61,6 +64,8 @@ class ImageStack:
                 f"for {n_channels} channel(s)",
             )
         self.channel_names = [str(name) for name in self.channel_names]
+        colours = [hex_colour(c) for c in self.channel_colours]
+        self.channel_colours = colours if len(colours) == n_channels else [None] * n_channels
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -79,6 +84,17 @@ class ImageStack:
 
 def default_channel_names(n: int) -> list[str]:
     return [f"ch{i}" for i in range(n)]
+
+
+def hex_colour(value: Any) -> str | None:
+    """``"RRGGBB"`` (upper case) of a colour written ``#rgb``, ``rgb``, ``#rrggbb`` or
+    ``rrggbb``; None for anything else (a colour is display metadata: never worth an error)."""
+    text = str(value or "").strip().lstrip("#")
+    if len(text) == 3:
+        text = "".join(2 * ch for ch in text)
+    if len(text) != 6 or any(ch not in "0123456789abcdefABCDEF" for ch in text):
+        return None
+    return text.upper()
 
 
 def _opt_float(value: Any) -> float | None:

@@ -59,6 +59,26 @@ NGFF_VERSION = "0.5"
 # Display colours (OME ``omero`` metadata) of RGB images' channels, which the readers name
 # after them; other channels of a multi-channel image cycle through a palette.
 NAMED_COLOURS = dict(zip(RGB_NAMES, ("FF0000", "00FF00", "0000FF"), strict=True))
+PALETTE = ("00FF00", "FF00FF", "00FFFF", "FFFF00")
+
+
+def display_colours(names: Sequence[str], recorded: Sequence[str | None] = ()) -> list[str]:
+    """Each channel's display colour: the one its file records when every channel has one and
+    they tell the channels apart (the colours of the acquisition: DAPI blue, GFP green), else
+    the colour a channel is named after, else a palette (white for a single channel).
+
+    Recorded colours that do not tell channels apart (all white, as several vendors write when
+    none was set) would show two channels in one colour, so they are not used.
+    """
+    recorded = list(recorded)
+    complete = len(recorded) == len(names) and all(recorded)
+    if complete and len(set(recorded)) == len(recorded):  # one channel: any colour tells
+        return [str(c) for c in recorded]
+    palette = ("FFFFFF",) if len(names) == 1 else PALETTE
+    return [
+        NAMED_COLOURS.get(str(name).lower(), palette[i % len(palette)])
+        for i, name in enumerate(names)
+    ]
 
 
 def scratch_compressors() -> tuple:
@@ -254,6 +274,7 @@ def _write_ome_metadata(
     windows: list[tuple[float, float, float, float]] | None = None,
     levels: int = 0,
     image_label: dict[str, Any] | None = None,
+    colours: list[str | None] | None = None,
 ) -> None:
     """OME ``multiscales`` of ``levels`` + 1 resolutions, ``omero`` channels where their names
     and display windows are given, ``image-label`` (with its entries) for a label image."""
@@ -273,15 +294,16 @@ def _write_ome_metadata(
         "multiscales": [{"datasets": datasets, "name": name, "axes": _ome_axes(pixel_sizes)}],
     }
     if channel_names is not None and windows is not None:
-        colors = ["FFFFFF"] if len(channel_names) == 1 else ["00FF00", "FF00FF", "00FFFF", "FFFF00"]
         channels = [
             {
                 "label": label,
-                "color": NAMED_COLOURS.get(str(label).lower(), colors[i % len(colors)]),
+                "color": colour,
                 "active": True,
                 "window": {"min": mn, "max": mx, "start": lo, "end": hi},
             }
-            for i, (label, (mn, mx, lo, hi)) in enumerate(zip(channel_names, windows))
+            for label, colour, (mn, mx, lo, hi) in zip(
+                channel_names, display_colours(channel_names, colours or ()), windows
+            )
         ]
         ome["omero"] = {"channels": channels, "rdefs": {"model": "greyscale"}}
     if image_label is not None:
@@ -362,13 +384,20 @@ def write_image(
         _write_pyramid(root, target, levels, progress=progress, desc=path.name)
         name = path.name.removesuffix(".zarr").removesuffix(".ome")
         _write_ome_metadata(
-            root, stack.pixel_sizes, name, stack.channel_names, windows, levels=levels
+            root,
+            stack.pixel_sizes,
+            name,
+            stack.channel_names,
+            windows,
+            levels=levels,
+            colours=stack.channel_colours,
         )
         root.attrs["grunet"] = {
             **(attrs or {}),
             "version": __version__,
             "source": str(stack.source),
             "channel_names": list(stack.channel_names),
+            "channel_colours": list(stack.channel_colours),
             "pixel_sizes": {k: stack.pixel_sizes.get(k) for k in PIXEL_SIZE_KEYS},
             "normalization": {
                 "percentiles": [float(p) for p in percentiles],

@@ -26,7 +26,13 @@ import numpy as np
 from dask.base import tokenize
 
 from grunet.errors import InputError
-from grunet.io.stack import ImageStack, check_dtype, check_shape, default_channel_names
+from grunet.io.stack import (
+    ImageStack,
+    check_dtype,
+    check_shape,
+    default_channel_names,
+    hex_colour,
+)
 from grunet.parallel import synchronous_scheduler
 
 EXTRA = "formats"
@@ -230,6 +236,7 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
     }
     if len(channels) != data.shape[1]:
         channels = default_channel_names(data.shape[1])
+    colours = _channel_colours(pixels, scene) if order[-1] != "S" else []
     guarded = da.from_array(
         _Guarded(data, path, pixels),
         chunks=data.chunks,
@@ -242,6 +249,7 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
         data=guarded,
         pixel_sizes=pixel_sizes,
         channel_names=channels,
+        channel_colours=colours,
         source=path,
         scene=names[scene] if len(names) > 1 else None,
         warnings=notes,
@@ -259,6 +267,17 @@ def _seconds(interval: Any) -> float | None:
         return None
     seconds = getattr(interval, "total_seconds", None)
     return float(seconds()) if seconds else float(interval)
+
+
+def _channel_colours(image, scene: int) -> list[str | None]:
+    """Display colours of the scene's channels from the file's OME metadata (as bioio's plugin
+    translates it), or [] where the plugin offers none: colours are never worth a failed read."""
+    try:
+        with _quiet_bioio():
+            channels = image.ome_metadata.images[scene].pixels.channels
+        return [hex_colour(c.color.as_hex()) if c.color else None for c in channels]
+    except Exception:
+        return []
 
 
 def _samples_as_channels(
