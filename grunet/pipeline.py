@@ -87,11 +87,18 @@ def run_pipeline(
         if predictor.semantic:
             check_output_free(outdir / CLASS_AREAS, overwrite)
             refuse_object_scale(predictor, diameter, diameter_um)
-        stores = convert(
-            inputs, outdir, axes=axes, scene=scene, overwrite=overwrite, progress=progress
+        stores = convert(  # every input's channels checked before any is converted
+            inputs,
+            outdir,
+            axes=axes,
+            scene=scene,
+            overwrite=overwrite,
+            progress=progress,
+            check=lambda stack, source: select_channels(
+                channels, stack.channel_names, source, predictor
+            ),
         )
         for store in stores:  # every input checked before hours of work
-            select_channels(channels, store_channel_names(store), store, predictor)
             if not predictor.semantic and (diameter is not None or diameter_um is not None):
                 store_scale(predictor, open_store(store), store, [], diameter, diameter_um, False)
         if predictor.semantic:
@@ -180,9 +187,3 @@ def use_3d(mode: str, n_z: int) -> bool:
     if mode not in ("auto", "3d", "2d"):
         raise InputError(None, f"mode: expected auto, 3d or 2d, got {mode!r}")
     return n_z > 1 and mode != "2d"
-
-
-def store_channel_names(store: Path) -> list[str]:
-    from grunet.io import open_store
-
-    return open_store(store).channel_names

@@ -972,8 +972,27 @@ def store_scale(
     )
 
 
+NUCLEAR_STAINS = ("dapi", "hoechst", "draq5", "h2b", "nuc", "sir-dna")  # suggested, never chosen
+
+
+def _choose_channels(names: list[str], predictor: Predictor) -> str:
+    """Why an image's channels cannot all go to the network, and how to pick the right ones."""
+    import shlex
+
+    wanted = predictor.in_channels
+    guess = [n for n in names if any(s in n.lower() for s in NUCLEAR_STAINS)][:wanted]
+    example = ",".join(guess if len(guess) == wanted else names[:wanted])
+    return (
+        f"has {len(names)} channels ({', '.join(names)}) but {predictor.path or 'the model'} "
+        f"reads {wanted}; name the channel(s) it should read"
+        f"{'' if predictor.semantic else ' (its nuclear stain)'}: "
+        f"--channels {shlex.quote(example)} (by name or index; the sample sheet's 'channels' "
+        "column, the 'channels' argument in Python)"
+    )
+
+
 def select_channels(
-    wanted: list[str | int] | None, names: list[str], store: Path, predictor: Predictor
+    wanted: list[str | int] | None, names: list[str], store: Path | str, predictor: Predictor
 ) -> list[int]:
     """Indices of the store's channels to feed the network, in the network's order.
 
@@ -985,6 +1004,8 @@ def select_channels(
         trained = predictor.metadata.get("channel_names")
         if trained and len(names) != predictor.in_channels and set(trained) <= set(names):
             wanted = list(trained)
+        elif predictor.in_channels is not None and len(names) > predictor.in_channels:
+            raise InputError(store, _choose_channels(names, predictor))
         else:
             predictor.check_channels(len(names), store)
             return list(range(len(names)))

@@ -172,6 +172,25 @@ def test_checkpoint_for_other_channel_count_names_both(store, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_run_on_a_multichannel_image_names_its_channels_and_writes_nothing(tmp_path, capsys):
+    """The shipped model reads one channel: before anything is converted, the error lists the
+    image's channels and suggests its nuclear stain as --channels."""
+    image = tmp_path / "cells.ome.tif"
+    plane = tifffile.imread(good_image(tmp_path / "plane.tif"))
+    names = ["GFP", "Hoechst 33342", "BF"]
+    metadata = {"axes": "CYX", "Channel": {"Name": names}}
+    tifffile.imwrite(image, np.stack([plane, plane // 2, plane // 3]), ome=True, metadata=metadata)
+    out = tmp_path / "out"
+    code, errors = run_cli(["run", image, "-o", out], capsys)
+    assert_one_clear_error(
+        code, errors, "cells.ome.tif", "GFP, Hoechst 33342, BF", problem="reads 1"
+    )
+    assert "--channels 'Hoechst 33342'" in errors[0]
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["run", str(image), "-o", str(out), "--channels", "Hoechst 33342"]) == 0
+    assert (out / "counts.csv").exists()
+
+
 def test_labels_of_a_different_shape_are_refused(tmp_path, capsys):
     pred = good_image(tmp_path / "pred.tif")
     truth = tmp_path / "truth.tif"

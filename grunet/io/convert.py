@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +205,7 @@ def convert(
     pyramid: int | None = None,
     progress: bool = False,
     scene: int | str | None = None,
+    check: Callable[[ImageStack, str], None] | None = None,
 ) -> list[Path]:
     """Convert images to canonical stores ``outdir/<sample>.ome.zarr``, one per scene.
 
@@ -226,6 +227,8 @@ def convert(
         pyramid: extra resolution levels for viewers (None: automatic, 0: none).
         progress: show tqdm bars on stderr.
         scene: convert only this scene (index or name) of each input; None: every scene.
+        check: called with every input image (lazy) and its source path before anything is
+            written, to refuse an input that a later stage cannot use (e.g. its channels).
 
     Returns:
         The paths of the stores written, in input (then scene) order.
@@ -269,6 +272,8 @@ def convert(
         for warning in stack.warnings:
             warnings.warn(warning, MetadataWarning, stacklevel=2)
         check_output_free(out, overwrite)
+        if check is not None:
+            check(stack, sample.source)
         release_files(i)
     options = {
         "axes": axes,
