@@ -419,11 +419,50 @@ def _crossing(passes, d0: float) -> float | None:
     bright background ramp is one "object" whose size changes several-fold between them).
     """
     passes = _before_specks(passes)
+    sparse = _sparse_nucleus(passes, d0)
+    if sparse is not None:
+        return sparse
     many = _readable(passes, d0, MIN_OBJECTS)
     found = _first_crossing(many, d0)
     if found is None:  # one or two whole objects (a sparse field) where nothing else crosses
         found = _first_crossing(_readable(passes, d0, 1), d0, steady=True)
     return found if found is not None else _closest(many)
+
+
+def _sparse_nucleus(passes, d0: float) -> float | None:
+    """Diameter of a sparse field's nucleus, where background noise would otherwise set it.
+
+    Past a ×``JUMP`` multiplication of objects whose sizes then hold (which
+    :func:`_before_specks` keeps as tiny nuclei resolved from clusters), a field with one or two
+    large nuclei on a noisy background shows its upscaled noise as "nuclei" of a few pixels
+    that cross D0 at a fine factor (val image 93c5638e at ×3: estimate 5.5 px, labels 33.5 px,
+    2640 spurious objects). Such a field first shows its nucleus whole at the coarse factors
+    before the multiplication: one object keeping its size while ``s`` rises through 1 (see
+    :func:`_steady_rise`); where there is one, it is the scale. Its crossing is not confirmed
+    by the next factor, where the nucleus, too large for the network, falls apart: the telling
+    failure that marks the factor as too fine.
+    """
+    for k in range(1, len(passes)):
+        before, now = passes[k - 1][2], passes[k][2]
+        if before >= MIN_OBJECTS and now > JUMP * before and _keep_their_size(passes[k:]):
+            return _steady_rise(passes[:k], d0)
+    return None
+
+
+def _steady_rise(passes, d0: float) -> float | None:
+    """Diameter where objects' ``s`` first rises through 1 from below, interpolated in log-log,
+    if their size in the image held (within ``STEADY``) over that pass and the two before it."""
+    seen = [(f, d, f * d / d0) for f, d, n in passes if n >= 1 and np.isfinite(d)]
+    for i in range(2, len(seen)):
+        (fa, _, sa), (f, _, s) = seen[i - 1], seen[i]
+        if s < 1:
+            continue
+        sizes = [v[1] for v in seen[i - 2 : i + 1]]
+        if sa >= 1 or max(sizes) > STEADY * min(sizes):
+            return None
+        t = math.log(1 / sa) / math.log(s / sa)
+        return d0 / math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
+    return None
 
 
 def _readable(passes, d0: float, min_objects: int) -> list[tuple[float, float, float, bool]]:
