@@ -254,6 +254,12 @@ def scaled_lengths(options: dict, defaults: dict, ratio: float) -> dict:
 
 CANDIDATE_FACTORS = tuple(2.0 ** (k / 2) for k in range(-6, 7))  # ×0.125 … ×8, steps of √2
 CROP = 256  # network pixels per side at every candidate factor: the estimate's cost is bounded
+# A pass shows the network at least this many D0 across: in a view barely larger than D0 no
+# object of that size lies whole inside it, and clusters merged at a coarse factor pass for
+# nuclei (train image 6fe2df6d at ×0.5, 260 × 348 px, nuclei 13.6 px: at ×0.125 a view 32 px
+# high showed 3 clusters, read as 137 px; with 3 D0 its nuclei are read, 12.8 px). Of 440
+# recorded estimates (val and train, ×0.33-×5) no other changed.
+MIN_VIEW = 3
 MIN_OBJECTS = 3  # fewer whole objects in a crop are read only where more give no scale
 STEADY = 1.25  # ...and only if their size in the image holds over 3 factors (see _crossing)
 SUSTAIN = 0.8  # the factor after a crossing must keep objects at least this × D0 (no merge)
@@ -345,7 +351,7 @@ def _plane_passes(predictor, plane, factors, segment) -> list[tuple[float, float
     for factor in factors:
         size = tuple(min(n, int(math.ceil(CROP / factor))) for n in shape)
         small = scaled_shape(size, factor)
-        if min(small) < 16:  # too few network pixels to show any nucleus
+        if min(small) < max(16, MIN_VIEW * d0):  # too few network pixels to show whole nuclei
             continue
         box = _crop_box(preview, step, size, shape)
         crop = np.asarray(plane[:, box[0] : box[1], box[2] : box[3]], dtype=np.float32)
