@@ -359,7 +359,7 @@ def _overlay(image: np.ndarray, labels: np.ndarray, value_range) -> bytes:
 def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int, max_samples: int) -> str:
     parts = [
         "<h2>Segmentation overlays</h2><p class='muted'>Cell outlines (one colour per cell) over "
-        "the first channel, middle z plane; images larger than "
+        "the channel the model read (the first of them), middle z plane; images larger than "
         f"{OVERLAY_MAX_SIZE} px are subsampled.</p>"
     ]
     if len(stores) > max_samples:
@@ -376,30 +376,42 @@ def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int, max_sampl
             )
             continue
         image, labels = group["0"], group["labels"]["cells"]["0"]
+        channel, channel_name = _channel_read(store, group["labels"]["cells"])
         n_t, _, n_z, n_y, n_x = image.shape
         step = max(1, math.ceil(max(n_y, n_x) / OVERLAY_MAX_SIZE))
         z = n_z // 2
         shown = math.ceil(n_x / step)
         width = OVERLAY_MIN_WIDTH if shown < OVERLAY_MIN_WIDTH else None  # enlarge small crops
-        ranges = (_grunet_attrs(store).get("normalization") or {}).get("ranges") or [None]
+        ranges = (_grunet_attrs(store).get("normalization") or {}).get("ranges") or []
+        value_range = ranges[channel] if channel < len(ranges) else None
         times = sorted({round(i * (n_t - 1) / max(frames - 1, 1)) for i in range(min(frames, n_t))})
         parts.append(f"<h3>{_esc(sample)}</h3>")
         for t in times:
-            plane = np.asarray(image[t, 0, z, ::step, ::step])
+            plane = np.asarray(image[t, channel, z, ::step, ::step])
             mask = np.asarray(labels[t, 0, z, ::step, ::step])
-            rng = np.asarray(ranges[0], dtype=np.float64) if ranges[0] is not None else None
+            rng = np.asarray(value_range, dtype=np.float64) if value_range is not None else None
             row = counts[(counts["sample"] == sample) & (counts["t"] == t)]
             n = (
                 int(row["n_cells"].sum())
                 if len(row)
                 else int(len(np.unique(mask)) - (mask == 0).any())
             )
-            caption = f"t={t}" + (f", z={z}" if n_z > 1 else "") + f": {n} cells"
+            caption = f"t={t}" + (f", z={z}" if n_z > 1 else "") + channel_name + f": {n} cells"
             parts.append(
                 f"<figure>{_img_tag(_overlay(plane, mask, rng), caption, width)}"
                 f"<figcaption>{_esc(caption)}</figcaption></figure>"
             )
     return "".join(parts)
+
+
+def _channel_read(store: Path, label_image) -> tuple[int, str]:
+    """(index, caption part) of the image channel the model read first, from the labels'
+    provenance; channel 0 where it is not recorded (labels of an older grunet)."""
+    names = _grunet_attrs(store).get("channel_names") or []
+    read = (dict(label_image.attrs).get("grunet") or {}).get("channel_names") or []
+    if not read or read[0] not in names:
+        return 0, ""
+    return names.index(read[0]), (f", {read[0]}" if len(names) > 1 else "")
 
 
 def _section_sizes(cells: pd.DataFrame, group_by) -> str:

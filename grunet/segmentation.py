@@ -846,6 +846,7 @@ def segment_store(
         "image": str(image_store),
         "model_sha256": meta.get("model_sha256"),
         "object_scale": meta.get("object_scale"),
+        "channel_names": meta.get("channel_names"),  # the image's channels the model read
         "augment": meta.get("augment"),  # predictions averaged over mirror images (1 or 4)
         "three_d": bool(three_d),
         "block": block,

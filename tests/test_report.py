@@ -155,6 +155,38 @@ def test_overlay_shows_label_outlines_over_the_image(experiment, tmp_path):
     assert "Training" not in page  # no model was trained
 
 
+def test_overlay_shows_the_channel_the_model_read(nuclei_timelapse, tmp_path):
+    """A two-channel image whose first channel is flat: the overlay is drawn over the channel
+    the labels were segmented from (recorded in their provenance), not over the flat one."""
+    import matplotlib.image
+
+    from grunet.io import ImageStack, write_image, write_labels
+
+    frame = nuclei_timelapse[0, :96, 100:196]
+    data = np.stack([np.full_like(frame, 50), frame])[None, :, None]
+    store = write_image(
+        tmp_path / "two.ome.zarr", ImageStack(data, channel_names=["BF", "Hoechst"])
+    )
+    labels = _labels_of(frame[None])
+    write_labels(store, labels[:, None, None], attrs={"channel_names": ["Hoechst"]})
+    counts, table = tmp_path / "counts.csv", tmp_path / "two.parquet"
+    pd.DataFrame({"sample": ["two"], "t": [0], "n_cells": [int(labels.max())]}).to_csv(counts)
+    pd.DataFrame({"sample": ["two"], "t": [0], "z": [0], "label": [1], "area": [9]}).to_parquet(
+        table
+    )
+    page = build_report(
+        tmp_path / "r.html", counts=counts, tables=[table], images=[store], frames=1
+    ).read_text()
+    assert "t=0, Hoechst:" in page
+    (overlay,) = [
+        p
+        for p in _embedded_pngs(page)
+        if matplotlib.image.imread(io.BytesIO(p)).shape[:2] == (96, 96)
+    ]
+    grey = matplotlib.image.imread(io.BytesIO(overlay))[..., 0][labels[0] == 0]
+    assert np.corrcoef(grey, frame[labels[0] == 0])[0, 1] > 0.5  # the nuclei channel shows
+
+
 def test_report_warns_when_probs_come_from_another_model(experiment, tmp_path):
     other = tmp_path / "other.pt"
     other.write_bytes(b"another model")
