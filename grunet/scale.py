@@ -494,14 +494,18 @@ def _first_crossing(valid, d0: float, steady: bool = False) -> float | None:
 
     ``steady``: only if the objects kept their size in the image (within ``STEADY``) over the
     crossing pass and the two before it, as a nucleus does; a smooth background ramp seen as
-    one object grows or shrinks several-fold from one factor to the next.
+    one object grows or shrinks several-fold from one factor to the next. Nuclei large enough
+    to cross at the second factor looked at (over ~100 px) have one pass before it: there the
+    pass after it counts instead (train image 45c3bdef at ×2, nuclei 77 px: no estimate, so
+    no rescaling, before; 110 px now).
     """
     for i, (f, d, s, confirmed) in enumerate(valid):
         if s < 1 or not confirmed:
             continue
-        if steady:
-            sizes = [v[1] for v in valid[max(0, i - 2) : i + 1]]
-            if i < 2 or max(sizes) > STEADY * min(sizes):
+        if steady:  # a nucleus crossing at the second factor: the one before and after it
+            window = valid[i - 2 : i + 1] if i >= 2 else valid[max(0, i - 1) : i + 2]
+            sizes = [v[1] for v in window]
+            if len(window) < 3 or max(sizes) > STEADY * min(sizes):
                 return None
         if i == 0:
             return d

@@ -297,6 +297,25 @@ def test_clusters_in_a_view_barely_larger_than_d0_are_not_read_as_nuclei(predict
     assert found == pytest.approx(median_diameter(labels), rel=0.15)
 
 
+def test_nuclei_that_cross_at_the_second_factor_get_an_estimate(predictor):
+    """Train image 45c3bdef at ×2: nuclei of 77 px cross D0 at ×0.177, the second factor looked
+    at, with only one pass before it to show that they keep their size; the next pass shows
+    too few whole nuclei to confirm the crossing as a crowd. Without an estimate the image was
+    not rescaled (77 px nuclei at the model's 17 px). The pass after the crossing now stands in
+    for the missing one (112, 110, 132 px: steady). A ramp that grows 116 → 130 → 163 px over
+    the same passes still gives none (see above)."""
+    from grunet.scale import _crossing
+
+    nan = float("nan")
+    passes = [(0.125, 112.4, 6), (0.177, 109.6, 7), (0.25, 131.9, 2), (0.354, 116.1, 3),
+              (0.5, 48.4, 1), (0.707, 126.3, 1), (1.0, 125.4, 1), (1.414, 125.0, 1),
+              (2.0, nan, 0)]  # fmt: skip
+    assert _crossing(passes, 17.0) == pytest.approx(76.7, rel=0.5)
+    image, labels = resized_annotated(*val_pair("45c3bdef", split="train"), 2.0)
+    found = estimate_diameter(predictor, [normalize_channels(image[None])]).diameter
+    assert found == pytest.approx(median_diameter(labels), rel=0.5)
+
+
 def test_tiny_nuclei_that_come_apart_when_upscaled_are_not_taken_for_specks():
     """Passes recorded on val image 9bb6e39d (131 nuclei) resized ×0.33, nuclei 4.2 px: at ×1
     the model merges them into 13 clusters, at ×1.41 they come apart into 67. Unlike noise
