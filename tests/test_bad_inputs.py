@@ -12,6 +12,7 @@ import tifffile
 
 from grunet.checkpoint import save_checkpoint
 from grunet.cli import main
+from grunet.io import read_image
 from grunet.model import SMALL, GRUUNet
 
 
@@ -189,6 +190,27 @@ def test_run_on_a_multichannel_image_names_its_channels_and_writes_nothing(tmp_p
     assert not out.exists() or not any(out.iterdir())
     assert main(["run", str(image), "-o", str(out), "--channels", "Hoechst 33342"]) == 0
     assert (out / "counts.csv").exists()
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_grey_image_saved_as_rgb_is_one_channel_the_nuclei_model_reads(suffix, tmp_path):
+    """Exports and screenshots often store a grey image as RGB (red = green = blue): it is read
+    as one channel, so `grunet run` segments it instead of asking which colour to read."""
+    import imageio.v3 as iio
+
+    grey = tifffile.imread(good_image(tmp_path / "plane.tif"))
+    path = tmp_path / f"grey.{suffix}"
+    iio.imwrite(path, np.dstack([grey, grey, grey]))
+    decoded = iio.imread(path)
+    assert decoded.shape[-1] == 3 and (decoded[..., 0] == decoded[..., 2]).all()
+    stack = read_image(path)
+    assert stack.shape == (1, 1, 1, *grey.shape)
+    assert (np.asarray(stack.data[0, 0, 0]) == decoded[..., 0]).all()
+    assert main(["run", str(path), "-o", str(tmp_path / "out")]) == 0
+    colour = decoded.copy()
+    colour[0, 0, 1] ^= 1  # one pixel off grey: a colour image, three channels
+    iio.imwrite(tmp_path / "colour.png", colour)
+    assert read_image(tmp_path / "colour.png").channel_names == ["red", "green", "blue"]
 
 
 def test_labels_of_a_different_shape_are_refused(tmp_path, capsys):

@@ -708,7 +708,9 @@ def read_npy(path: str, axes: str | None = None) -> ImageStack:
 
 def read_picture(path: str, axes: str | None = None) -> ImageStack:
     """A PNG / JPEG file: RGB (alpha dropped) as 3 channels, grey as 1 (read whole: such files
-    are small)."""
+    are small). A grey image saved as RGB (red = green = blue at every pixel, as many exports
+    and screenshots are) is one channel, as a grey file: it holds nothing more, and a
+    one-channel nuclei model reads it as it is."""
     import imageio.v3 as iio
 
     try:
@@ -720,6 +722,8 @@ def read_picture(path: str, axes: str | None = None) -> ImageStack:
         ) from None
     if array.ndim == 3 and array.shape[-1] in (2, 4):  # grey + alpha, RGB + alpha
         array = array[..., :-1]
+    if array.ndim == 3 and array.shape[-1] == 3 and not axes and _grey_as_rgb(array):
+        array = array[..., 0]
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     check_shape(tuple(array.shape), path)
@@ -729,6 +733,12 @@ def read_picture(path: str, axes: str | None = None) -> ImageStack:
     return _finish(
         _lazy(np.ascontiguousarray(array), file_axes, path), file_axes, path, channel_names=names
     )
+
+
+def _grey_as_rgb(array: np.ndarray) -> bool:
+    """True where every pixel of a (Y, X, 3) picture has red = green = blue."""
+    return bool(np.array_equal(array[..., 0], array[..., 1]) and
+                np.array_equal(array[..., 0], array[..., 2]))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- entry
