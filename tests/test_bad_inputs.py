@@ -173,14 +173,18 @@ def test_checkpoint_for_other_channel_count_names_both(store, tmp_path, capsys):
     assert not out.exists()
 
 
+def three_channel_image(path: Path) -> Path:
+    """An OME-TIFF with channels GFP, Hoechst 33342 (the nuclear stain) and BF."""
+    plane = tifffile.imread(good_image(path.with_name("plane.tif")))
+    metadata = {"axes": "CYX", "Channel": {"Name": ["GFP", "Hoechst 33342", "BF"]}}
+    tifffile.imwrite(path, np.stack([plane, plane // 2, plane // 3]), ome=True, metadata=metadata)
+    return path
+
+
 def test_run_on_a_multichannel_image_names_its_channels_and_writes_nothing(tmp_path, capsys):
     """The shipped model reads one channel: before anything is converted, the error lists the
     image's channels and suggests its nuclear stain as --channels."""
-    image = tmp_path / "cells.ome.tif"
-    plane = tifffile.imread(good_image(tmp_path / "plane.tif"))
-    names = ["GFP", "Hoechst 33342", "BF"]
-    metadata = {"axes": "CYX", "Channel": {"Name": names}}
-    tifffile.imwrite(image, np.stack([plane, plane // 2, plane // 3]), ome=True, metadata=metadata)
+    image = three_channel_image(tmp_path / "cells.ome.tif")
     out = tmp_path / "out"
     code, errors = run_cli(["run", image, "-o", out], capsys)
     assert_one_clear_error(
@@ -190,6 +194,18 @@ def test_run_on_a_multichannel_image_names_its_channels_and_writes_nothing(tmp_p
     assert not out.exists() or not any(out.iterdir())
     assert main(["run", str(image), "-o", str(out), "--channels", "Hoechst 33342"]) == 0
     assert (out / "counts.csv").exists()
+
+
+def test_check_with_a_model_reports_inputs_whose_channels_it_cannot_read(tmp_path, capsys):
+    image = three_channel_image(tmp_path / "cells.ome.tif")
+    fine = good_image(tmp_path / "fine.tif")
+    code = main(["check", str(image), str(fine), "--model", "shipped"])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "cells.ome.tif: has 3 channels" in out and "--channels 'Hoechst 33342'" in out
+    assert "fine.tif" not in out
+    assert main(["check", str(image), "--channels", "Hoechst 33342"]) == 0
+    assert main(["check", str(image)]) == 0  # without a model: only the file itself is checked
 
 
 @pytest.mark.parametrize("suffix", ["png", "jpg"])
