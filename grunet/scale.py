@@ -423,6 +423,8 @@ def _crossing(passes, d0: float) -> float | None:
     nucleus whole at coarse factors and only blobs at fine ones, which never cross. There the
     object must also keep its size in the image over the factors leading to the crossing (a
     bright background ramp is one "object" whose size changes several-fold between them).
+    Such a nucleus is read first, ahead of many objects, where those appeared only past a ×3
+    multiplication (:func:`_sparse_nucleus`: the noise of a sparse field).
     """
     passes = _before_specks(passes)
     sparse = _sparse_nucleus(passes, d0)
