@@ -310,10 +310,11 @@ def test_nuclei_that_cross_at_the_second_factor_get_an_estimate(predictor):
     passes = [(0.125, 112.4, 6), (0.177, 109.6, 7), (0.25, 131.9, 2), (0.354, 116.1, 3),
               (0.5, 48.4, 1), (0.707, 126.3, 1), (1.0, 125.4, 1), (1.414, 125.0, 1),
               (2.0, nan, 0)]  # fmt: skip
-    assert _crossing(passes, 17.0) == pytest.approx(76.7, rel=0.5)
+    assert 0.5 * 76.7 <= _crossing(passes, 17.0) <= 2 * 76.7  # 110 px
     image, labels = resized_annotated(*val_pair("45c3bdef", split="train"), 2.0)
     found = estimate_diameter(predictor, [normalize_channels(image[None])]).diameter
-    assert found == pytest.approx(median_diameter(labels), rel=0.5)
+    truth = median_diameter(labels)
+    assert found is not None and 0.5 * truth <= found <= 2 * truth  # before: none (×0.22)
 
 
 def test_tiny_nuclei_that_come_apart_when_upscaled_are_not_taken_for_specks():
