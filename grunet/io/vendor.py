@@ -236,7 +236,7 @@ def read_bioio(path: str | Path, scene: int = 0) -> ImageStack:
     }
     if len(channels) != data.shape[1]:
         channels = default_channel_names(data.shape[1])
-    colours = _channel_colours(pixels, scene) if order[-1] != "S" else []
+    colours = _channel_colours(pixels, path, scene) if order[-1] != "S" else []
     guarded = da.from_array(
         _Guarded(data, path, pixels),
         chunks=data.chunks,
@@ -269,15 +269,41 @@ def _seconds(interval: Any) -> float | None:
     return float(seconds()) if seconds else float(interval)
 
 
-def _channel_colours(image, scene: int) -> list[str | None]:
+def _channel_colours(image, path: str, scene: int) -> list[str | None]:
     """Display colours of the scene's channels from the file's OME metadata (as bioio's plugin
-    translates it), or [] where the plugin offers none: colours are never worth a failed read."""
+    translates it), or [] where the plugin offers none: colours are never worth a failed read.
+
+    The translation of a large file's metadata can take seconds, and a convert opens each scene
+    twice (checked, then written): it is done once per file (path, size, time) and kept.
+    """
+    try:
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        key = None
+    found = _COLOURS.get(key) if key else None
+    if found is None:
+        found = _ome_colours(image)
+        if key:
+            _COLOURS.clear()  # one file at a time: a plate converts scene after scene
+            _COLOURS[key] = found
+    return found[scene] if scene < len(found) else []
+
+
+def _ome_colours(image) -> list[list[str | None]]:
+    """Per image (scene) of the file, its channels' colours from bioio's OME metadata."""
     try:
         with _quiet_bioio():
-            channels = image.ome_metadata.images[scene].pixels.channels
-        return [hex_colour(c.color.as_hex()) if c.color else None for c in channels]
+            images = image.ome_metadata.images
+        return [
+            [hex_colour(c.color.as_hex()) if c.color else None for c in i.pixels.channels]
+            for i in images
+        ]
     except Exception:
         return []
+
+
+_COLOURS: dict[tuple, list[list[str | None]]] = {}
 
 
 def _samples_as_channels(
