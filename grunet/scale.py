@@ -382,11 +382,27 @@ def _before_specks(passes):
     (:func:`_keep_their_size`).
     """
     for k in range(1, len(passes)):
-        before, now = passes[k - 1][2], passes[k][2]
-        jump = passes[k][0] > 1 and before >= MIN_OBJECTS and now > JUMP * before
-        if jump and not _keep_their_size(passes[k:]):
+        if passes[k][0] > 1 and _multiplied(passes, k) and not _keep_their_size(passes[k:]):
             return passes[:k]
     return passes
+
+
+def _multiplied(passes, k: int) -> bool:
+    """True where pass ``k`` shows more than ``JUMP`` × the objects of the pass before it
+    (which showed at least ``MIN_OBJECTS``)."""
+    before, now = passes[k - 1][2], passes[k][2]
+    return before >= MIN_OBJECTS and now > JUMP * before
+
+
+def _steady(sizes) -> bool:
+    """True where object sizes (in the image) hold within ``STEADY`` of each other."""
+    return max(sizes) <= STEADY * min(sizes)
+
+
+def _interpolated(fa: float, sa: float, f: float, s: float, d0: float) -> float:
+    """Diameter where ``s`` reaches 1 between (fa, sa < 1) and (f, s >= 1), in log-log."""
+    t = math.log(1 / sa) / math.log(s / sa)
+    return d0 / math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
 
 
 def _keep_their_size(passes) -> bool:
@@ -451,8 +467,7 @@ def _sparse_nucleus(passes, d0: float) -> float | None:
     failure that marks the factor as too fine.
     """
     for k in range(1, len(passes)):
-        before, now = passes[k - 1][2], passes[k][2]
-        if before >= MIN_OBJECTS and now > JUMP * before and _keep_their_size(passes[k:]):
+        if _multiplied(passes, k) and _keep_their_size(passes[k:]):
             return _steady_rise(passes[:k], d0)
     return None
 
@@ -465,11 +480,9 @@ def _steady_rise(passes, d0: float) -> float | None:
         (fa, _, sa), (f, _, s) = seen[i - 1], seen[i]
         if s < 1:
             continue
-        sizes = [v[1] for v in seen[i - 2 : i + 1]]
-        if sa >= 1 or max(sizes) > STEADY * min(sizes):
+        if sa >= 1 or not _steady([v[1] for v in seen[i - 2 : i + 1]]):
             return None
-        t = math.log(1 / sa) / math.log(s / sa)
-        return d0 / math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
+        return _interpolated(fa, sa, f, s, d0)
     return None
 
 
@@ -506,17 +519,14 @@ def _first_crossing(valid, d0: float, steady: bool = False) -> float | None:
             continue
         if steady:  # a nucleus crossing at the second factor: the one before and after it
             window = valid[i - 2 : i + 1] if i >= 2 else valid[max(0, i - 1) : i + 2]
-            sizes = [v[1] for v in window]
-            if len(window) < 3 or max(sizes) > STEADY * min(sizes):
+            if len(window) < 3 or not _steady([v[1] for v in window]):
                 return None
         if i == 0:
             return d
         fa, _, sa, _ = valid[i - 1]
         if sa >= 1:  # the factor before crossed too, unconfirmed: nothing to interpolate from
             return d
-        t = math.log(1 / sa) / math.log(s / sa)
-        crossing = math.exp(math.log(fa) + t * (math.log(f) - math.log(fa)))
-        return d0 / crossing
+        return _interpolated(fa, sa, f, s, d0)
     return None
 
 
