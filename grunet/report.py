@@ -376,13 +376,14 @@ def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int, max_sampl
             )
             continue
         image, labels = group["0"], group["labels"]["cells"]["0"]
-        channel, channel_name = _channel_read(store, group["labels"]["cells"])
+        attrs = dict(group.attrs.get("grunet", {}))
+        channel, channel_name = _channel_read(attrs, group["labels"]["cells"])
         n_t, _, n_z, n_y, n_x = image.shape
         step = max(1, math.ceil(max(n_y, n_x) / OVERLAY_MAX_SIZE))
         z = n_z // 2
         shown = math.ceil(n_x / step)
         width = OVERLAY_MIN_WIDTH if shown < OVERLAY_MIN_WIDTH else None  # enlarge small crops
-        ranges = (_grunet_attrs(store).get("normalization") or {}).get("ranges") or []
+        ranges = (attrs.get("normalization") or {}).get("ranges") or []
         value_range = ranges[channel] if channel < len(ranges) else None
         times = sorted({round(i * (n_t - 1) / max(frames - 1, 1)) for i in range(min(frames, n_t))})
         parts.append(f"<h3>{_esc(sample)}</h3>")
@@ -404,10 +405,10 @@ def _section_overlays(stores: dict, counts: pd.DataFrame, frames: int, max_sampl
     return "".join(parts)
 
 
-def _channel_read(store: Path, label_image) -> tuple[int, str]:
+def _channel_read(image_attrs: dict, label_image) -> tuple[int, str]:
     """(index, caption part) of the image channel the model read first, from the labels'
     provenance; channel 0 where it is not recorded (labels of an older grunet)."""
-    names = _grunet_attrs(store).get("channel_names") or []
+    names = image_attrs.get("channel_names") or []
     read = (dict(label_image.attrs).get("grunet") or {}).get("channel_names") or []
     if not read or read[0] not in names:
         return 0, ""
